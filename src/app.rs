@@ -1,0 +1,202 @@
+//! Wiring: builds the gateway from its settings, serves, drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use axum::http::{HeaderValue, Request, Response};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::PropagateRequestIdLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::domain::RequestRules;
+use crate::intake::{self, IntakeState};
+use crate::lifecycle::Lifecycle;
+use crate::probes::{self, ProbeState};
+use crate::store::{self, SharedStore};
+use crate::telemetry::Metrics;
+
+/// A built gateway: listeners bound, store open, not yet serving.
+pub struct Application {
+    intake_listener: TcpListener,
+    admin_listener: TcpListener,
+    intake: Router,
+    admin: Router,
+    store: SharedStore,
+    lifecycle: Lifecycle,
+    grace: Duration,
+}
+
+impl Application {
+    /// Builds the gateway on the system clock.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the gateway with the given clock (tests drive time themselves).
+    pub async fn build_with(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = store::open(&settings.store.url, &settings.store)
+            .await
+            .context("opening the store")?;
+        let metrics = Arc::new(Metrics::new());
+        let lifecycle = Lifecycle::new();
+        let rules = RequestRules {
+            service_codes: settings.postal.service_codes.clone(),
+            pickup_fees_allowed: !settings.postal.pickup_fee_addon.is_empty(),
+        };
+        let intake_state = IntakeState {
+            store: store.clone(),
+            clients: Arc::new(intake::auth::client_table(&settings.intake.clients)),
+            rules: Arc::new(rules),
+            max_body_bytes: settings.server.max_body_bytes,
+            lifecycle: lifecycle.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        };
+        let probe_state = ProbeState {
+            store: store.clone(),
+            lifecycle: lifecycle.clone(),
+            metrics: metrics.clone(),
+        };
+        let intake = with_http_layers(
+            intake::router(intake_state)
+                .merge(probes::router(probe_state.clone()))
+                .fallback(intake::not_found),
+        );
+        let admin = with_http_layers(probes::admin_router(probe_state).fallback(intake::not_found));
+        let intake_listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
+        let admin_listener = TcpListener::bind(settings.server.admin_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding server.admin_listen {}",
+                    settings.server.admin_listen
+                )
+            })?;
+        Ok(Self {
+            intake_listener,
+            admin_listener,
+            intake,
+            admin,
+            store,
+            lifecycle,
+            grace: Duration::from_secs(settings.server.shutdown_grace_s),
+        })
+    }
+
+    /// Where the intake API listens (port 0 resolved).
+    pub fn intake_addr(&self) -> SocketAddr {
+        self.intake_listener.local_addr().expect("bound listener")
+    }
+
+    /// Where the admin API and `/metrics` listen.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener.local_addr().expect("bound listener")
+    }
+
+    /// The drain switch: `drain()` stops the application gracefully.
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle.clone()
+    }
+
+    pub fn store(&self) -> SharedStore {
+        self.store.clone()
+    }
+
+    /// Serves until the lifecycle drains, then lets in-flight requests finish
+    /// within `server.shutdown_grace_s` and closes the store.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let lc = self.lifecycle.clone();
+        tracing::info!(
+            intake = %self.intake_addr(),
+            admin = %self.admin_addr(),
+            "bcci-gateway serving"
+        );
+        let intake = axum::serve(
+            self.intake_listener,
+            self.intake
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(drained(lc.clone()));
+        let admin = axum::serve(
+            self.admin_listener,
+            self.admin
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(drained(lc.clone()));
+        let servers = async { tokio::try_join!(intake.into_future(), admin.into_future()) };
+        tokio::pin!(servers);
+        tokio::select! {
+            result = &mut servers => { result?; }
+            () = lc.drained() => {
+                tracing::info!(grace_s = self.grace.as_secs(), "draining");
+                match tokio::time::timeout(self.grace, &mut servers).await {
+                    Ok(result) => { result?; }
+                    Err(_) => tracing::warn!("grace period over; abandoning in-flight requests"),
+                }
+            }
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn drained(lc: Lifecycle) {
+    lc.drained().await;
+}
+
+/// Request ids, one span per request (route template only: paths can carry
+/// secrets and personal data), panics answered as 500.
+fn with_http_layers(router: Router) -> Router {
+    router
+        .layer(CatchPanicLayer::new())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<Body>| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", |p| p.as_str());
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", request_id, method = %request.method(), route)
+                })
+                .on_request(())
+                .on_response(
+                    |response: &Response<Body>, latency: Duration, _span: &Span| {
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            "request finished"
+                        );
+                    },
+                )
+                .on_failure(()),
+        )
+        .layer(axum::middleware::map_request(assign_request_id))
+}
+
+/// Every request gets a gateway-assigned id, whatever the client sent.
+async fn assign_request_id(mut request: Request<Body>) -> Request<Body> {
+    let id = format!("req_{}", ulid::Ulid::new());
+    request.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(&id).expect("ULIDs are ASCII"),
+    );
+    request
+}

@@ -1,0 +1,733 @@
+//! Settings: TOML file layered under `BCCI_…__…` environment variables.
+//!
+//! Every struct refuses unknown keys, so a typo in the file is an error that
+//! names the key instead of a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use ipnet::IpNet;
+use jiff::civil::Date;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::retry::RetryPolicy;
+
+/// All settings of one gateway process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    pub postal: PostalSettings,
+    pub intake: IntakeSettings,
+    pub admin: AdminSettings,
+    #[serde(default)]
+    pub retry: RetrySettings,
+    #[serde(default)]
+    pub sla: SlaSettings,
+    #[serde(default)]
+    pub calendar: CalendarSettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_s: u64,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".parse().expect("valid address"),
+            admin_listen: "127.0.0.1:9090".parse().expect("valid address"),
+            max_body_bytes: 65_536,
+            shutdown_grace_s: 20,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    pub url: String,
+    pub lease_s: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/bcci.db".into(),
+            lease_s: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostalSettings {
+    pub base_url: String,
+    pub username: SecretString,
+    pub password: SecretString,
+    pub customer_code: String,
+    #[serde(default)]
+    pub contract_code: String,
+    #[serde(default = "defaults::service_code")]
+    pub default_service_code: String,
+    #[serde(default = "defaults::service_codes")]
+    pub service_codes: Vec<String>,
+    #[serde(default)]
+    pub pickup_fee_addon: String,
+    #[serde(default = "defaults::content_note_max_chars")]
+    pub content_note_max_chars: usize,
+    #[serde(default)]
+    pub address_map: String,
+    #[serde(default = "defaults::transient_errors")]
+    pub transient_errors: Vec<String>,
+    pub webhook_keys: Vec<SecretString>,
+    #[serde(default)]
+    pub webhook_allow_ips: Vec<IpNet>,
+    #[serde(default = "defaults::webhook_max_body_bytes")]
+    pub webhook_max_body_bytes: usize,
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "defaults::max_requests_per_second")]
+    pub max_requests_per_second: u32,
+    #[serde(default = "defaults::lookup_delay_s")]
+    pub lookup_delay_s: u64,
+    #[serde(default = "defaults::reconcile_after_s")]
+    pub reconcile_after_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeSettings {
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    pub clients: Vec<ClientSettings>,
+}
+
+/// One intake system allowed to create handoffs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub name: String,
+    pub token_sha256s: Vec<String>,
+    #[serde(default = "defaults::requests_per_second")]
+    pub requests_per_second: u32,
+    pub callback_url: String,
+    pub callback_secrets: Vec<SecretString>,
+    #[serde(default)]
+    pub callback_format: CallbackFormat,
+    #[serde(default)]
+    pub customer_code: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackFormat {
+    #[default]
+    Json,
+    Xml,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub token_sha256s: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    pub deadline_s: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            initial_ms: 5_000,
+            max_ms: 3_600_000,
+            deadline_s: 172_800,
+        }
+    }
+}
+
+impl RetrySettings {
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(self.initial_ms),
+            max: Duration::from_millis(self.max_ms),
+            deadline: Duration::from_secs(self.deadline_s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaSettings {
+    pub class_one_provinces: Vec<String>,
+    pub remote_wards: BTreeMap<String, u8>,
+}
+
+impl Default for SlaSettings {
+    fn default() -> Self {
+        Self {
+            class_one_provinces: ["01", "31", "48", "79", "92"].map(String::from).to_vec(),
+            remote_wards: BTreeMap::from([("26732".to_owned(), 4)]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalendarSettings {
+    pub holidays: Vec<Date>,
+    pub extra_working_days: Vec<Date>,
+}
+
+impl Default for CalendarSettings {
+    fn default() -> Self {
+        let holidays = [
+            "2026-01-01",
+            "2026-02-16",
+            "2026-02-17",
+            "2026-02-18",
+            "2026-02-19",
+            "2026-02-20",
+            "2026-04-27",
+            "2026-04-30",
+            "2026-05-01",
+            "2026-09-01",
+            "2026-09-02",
+        ];
+        Self {
+            holidays: holidays
+                .iter()
+                .map(|d| d.parse().expect("valid date"))
+                .collect(),
+            extra_working_days: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    pub personal_data_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            personal_data_days: 90,
+        }
+    }
+}
+
+mod defaults {
+    pub fn service_code() -> String {
+        "CTN009".into()
+    }
+    pub fn service_codes() -> Vec<String> {
+        ["CTN009", "ETN011", "ETN013"].map(String::from).to_vec()
+    }
+    pub fn content_note_max_chars() -> usize {
+        200
+    }
+    pub fn transient_errors() -> Vec<String> {
+        vec!["hệ thống bận".into(), "timeout".into()]
+    }
+    pub fn webhook_max_body_bytes() -> usize {
+        1_048_576
+    }
+    pub fn timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn max_requests_per_second() -> u32 {
+        20
+    }
+    pub fn lookup_delay_s() -> u64 {
+        60
+    }
+    pub fn reconcile_after_s() -> u64 {
+        21_600
+    }
+    pub fn requests_per_second() -> u32 {
+        50
+    }
+}
+
+/// A configuration that cannot be used, with every reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration is invalid:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Settings {
+    /// Loads the file (if given) under the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("BCCI_"))
+    }
+
+    /// As [`Settings::load`] with only the file, for tests that must not read
+    /// the process environment.
+    pub fn load_file_only(file: &Path) -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::new()
+            .merge(Toml::file_exact(file))
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Loads from a TOML string and an environment provider.
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // Only `BCCI_SECTION__KEY` variables are configuration; others, such as
+        // the ones Kubernetes injects for Services, are ignored.
+        let env = env
+            .filter(|key| key.as_str().contains("__"))
+            .split("__")
+            .lowercase(true);
+        let settings: Settings = figment.merge(env).extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Parses a TOML document (tests and `check-config`).
+    pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::new()
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut need = |ok: bool, msg: String| {
+            if !ok {
+                problems.push(msg);
+            }
+        };
+        need(
+            url_ok(&self.postal.base_url),
+            "postal.base_url must be an http(s) URL".into(),
+        );
+        need(
+            !self.postal.username.expose_secret().is_empty(),
+            "postal.username must not be empty".into(),
+        );
+        need(
+            !self.postal.password.expose_secret().is_empty(),
+            "postal.password must not be empty".into(),
+        );
+        need(
+            !self.postal.customer_code.is_empty(),
+            "postal.customer_code must not be empty".into(),
+        );
+        need(
+            !self.postal.webhook_keys.is_empty()
+                && self
+                    .postal
+                    .webhook_keys
+                    .iter()
+                    .all(|k| k.expose_secret().len() >= 16),
+            "postal.webhook_keys needs at least one key of 16 or more characters".into(),
+        );
+        need(
+            self.postal
+                .service_codes
+                .contains(&self.postal.default_service_code),
+            "postal.default_service_code must be one of postal.service_codes".into(),
+        );
+        need(
+            self.postal.max_requests_per_second > 0,
+            "postal.max_requests_per_second must be at least 1".into(),
+        );
+        need(
+            self.postal.content_note_max_chars >= 80,
+            "postal.content_note_max_chars must be at least 80 (the dossier code is always kept whole)".into(),
+        );
+        need(
+            self.server.max_body_bytes > 0,
+            "server.max_body_bytes must be positive".into(),
+        );
+        need(
+            !self.intake.clients.is_empty(),
+            "intake.clients needs at least one [[intake.clients]] entry".into(),
+        );
+        let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashSet::new();
+        for (i, c) in self.intake.clients.iter().enumerate() {
+            let at = format!("intake.clients[{i}]");
+            need(!c.name.is_empty(), format!("{at}.name must not be empty"));
+            need(
+                names.insert(c.name.clone()),
+                format!("{at}.name {:?} is used twice", c.name),
+            );
+            need(
+                !c.token_sha256s.is_empty(),
+                format!("{at}.token_sha256s needs at least one hash"),
+            );
+            for h in &c.token_sha256s {
+                need(
+                    is_sha256_hex(h),
+                    format!("{at}.token_sha256s has an entry that is not 64 hex digits"),
+                );
+                need(
+                    hashes.insert(h.to_ascii_lowercase()),
+                    format!("{at}.token_sha256s repeats a token hash used elsewhere"),
+                );
+            }
+            need(
+                url_ok(&c.callback_url),
+                format!("{at}.callback_url must be an http(s) URL"),
+            );
+            need(
+                !c.callback_secrets.is_empty()
+                    && c.callback_secrets
+                        .iter()
+                        .all(|s| is_callback_secret(s.expose_secret())),
+                format!("{at}.callback_secrets needs at least one whsec_<base64> secret"),
+            );
+            need(
+                c.requests_per_second > 0,
+                format!("{at}.requests_per_second must be at least 1"),
+            );
+        }
+        need(
+            !self.admin.token_sha256s.is_empty()
+                && self.admin.token_sha256s.iter().all(|h| is_sha256_hex(h)),
+            "admin.token_sha256s needs at least one hash of 64 hex digits".into(),
+        );
+        let longest_call_s = self
+            .postal
+            .timeout_ms
+            .max(self.intake.timeout_ms)
+            .div_ceil(1000);
+        need(
+            self.store.lease_s >= 3 * longest_call_s,
+            format!(
+                "store.lease_s must be at least 3 × the longest call timeout ({} s)",
+                3 * longest_call_s
+            ),
+        );
+        need(
+            self.retry.initial_ms > 0 && self.retry.initial_ms <= self.retry.max_ms,
+            "retry.initial_ms must be positive and at most retry.max_ms".into(),
+        );
+        need(
+            self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres"),
+            "store.url must be sqlite://… or postgres://…".into(),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The same settings as TOML with every secret replaced by `[redacted]`.
+    pub fn redacted_toml(&self) -> String {
+        redacted::render(self)
+    }
+
+    /// Names of the secrets that were read from the file rather than the environment.
+    pub fn secrets_in_file(file_text: &str) -> Vec<&'static str> {
+        let doc: toml::Table = match file_text.parse() {
+            Ok(t) => t,
+            Err(_) => return Vec::new(),
+        };
+        let mut found = Vec::new();
+        let postal = doc.get("postal").and_then(|p| p.as_table());
+        for key in ["username", "password", "webhook_keys"] {
+            if postal.is_some_and(|p| p.contains_key(key)) {
+                found.push(match key {
+                    "username" => "postal.username",
+                    "password" => "postal.password",
+                    _ => "postal.webhook_keys",
+                });
+            }
+        }
+        let clients = doc
+            .get("intake")
+            .and_then(|i| i.get("clients"))
+            .and_then(|c| c.as_array());
+        if clients.is_some_and(|cs| cs.iter().any(|c| c.get("callback_secrets").is_some())) {
+            found.push("intake.clients[].callback_secrets");
+        }
+        found
+    }
+
+    pub fn postal_timeout(&self) -> Duration {
+        Duration::from_millis(self.postal.timeout_ms)
+    }
+}
+
+fn url_ok(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len()
+}
+
+/// A Standard Webhooks secret: `whsec_` and base64 of at least 16 bytes.
+fn is_callback_secret(s: &str) -> bool {
+    use base64::Engine;
+    s.strip_prefix("whsec_")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .is_some_and(|key| key.len() >= 16)
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+mod redacted {
+    use super::Settings;
+    use secrecy::ExposeSecret;
+    use std::fmt::Write;
+
+    const R: &str = "\"[redacted]\"";
+
+    fn list(items: &[String]) -> String {
+        let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
+
+    fn secrets(items: &[secrecy::SecretString]) -> String {
+        let shown: Vec<&str> = items
+            .iter()
+            .map(|s| {
+                if s.expose_secret().is_empty() {
+                    "\"\""
+                } else {
+                    R
+                }
+            })
+            .collect();
+        format!("[{}]", shown.join(", "))
+    }
+
+    pub fn render(s: &Settings) -> String {
+        let mut o = String::new();
+        let nets = |n: &[ipnet::IpNet]| list(&n.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        let _ = writeln!(o, "[server]");
+        let _ = writeln!(o, "listen = \"{}\"", s.server.listen);
+        let _ = writeln!(o, "admin_listen = \"{}\"", s.server.admin_listen);
+        let _ = writeln!(o, "max_body_bytes = {}", s.server.max_body_bytes);
+        let _ = writeln!(o, "shutdown_grace_s = {}", s.server.shutdown_grace_s);
+        let _ = writeln!(o, "trusted_proxies = {}", nets(&s.server.trusted_proxies));
+        let _ = writeln!(
+            o,
+            "\n[log]\nlevel = {:?}\nformat = \"{}\"",
+            s.log.level,
+            match s.log.format {
+                super::LogFormat::Json => "json",
+                super::LogFormat::Text => "text",
+            }
+        );
+        let _ = writeln!(
+            o,
+            "\n[store]\nurl = {}\nlease_s = {}",
+            redact_url(&s.store.url),
+            s.store.lease_s
+        );
+        let p = &s.postal;
+        let _ = writeln!(o, "\n[postal]");
+        let _ = writeln!(o, "base_url = {:?}", p.base_url);
+        let _ = writeln!(o, "username = {R}\npassword = {R}");
+        let _ = writeln!(
+            o,
+            "customer_code = {:?}\ncontract_code = {:?}",
+            p.customer_code, p.contract_code
+        );
+        let _ = writeln!(o, "default_service_code = {:?}", p.default_service_code);
+        let _ = writeln!(o, "service_codes = {}", list(&p.service_codes));
+        let _ = writeln!(o, "pickup_fee_addon = {:?}", p.pickup_fee_addon);
+        let _ = writeln!(o, "content_note_max_chars = {}", p.content_note_max_chars);
+        let _ = writeln!(o, "address_map = {:?}", p.address_map);
+        let _ = writeln!(o, "transient_errors = {}", list(&p.transient_errors));
+        let _ = writeln!(o, "webhook_keys = {}", secrets(&p.webhook_keys));
+        let _ = writeln!(o, "webhook_allow_ips = {}", nets(&p.webhook_allow_ips));
+        let _ = writeln!(o, "webhook_max_body_bytes = {}", p.webhook_max_body_bytes);
+        let _ = writeln!(o, "timeout_ms = {}", p.timeout_ms);
+        let _ = writeln!(o, "max_requests_per_second = {}", p.max_requests_per_second);
+        let _ = writeln!(o, "lookup_delay_s = {}", p.lookup_delay_s);
+        let _ = writeln!(o, "reconcile_after_s = {}", p.reconcile_after_s);
+        let _ = writeln!(o, "\n[intake]\ntimeout_ms = {}", s.intake.timeout_ms);
+        for c in &s.intake.clients {
+            let _ = writeln!(o, "\n[[intake.clients]]");
+            let _ = writeln!(o, "name = {:?}", c.name);
+            let _ = writeln!(o, "token_sha256s = {}", list(&c.token_sha256s));
+            let _ = writeln!(o, "requests_per_second = {}", c.requests_per_second);
+            let _ = writeln!(o, "callback_url = {:?}", c.callback_url);
+            let _ = writeln!(o, "callback_secrets = {}", secrets(&c.callback_secrets));
+            let _ = writeln!(
+                o,
+                "callback_format = \"{}\"",
+                match c.callback_format {
+                    super::CallbackFormat::Json => "json",
+                    super::CallbackFormat::Xml => "xml",
+                }
+            );
+            let _ = writeln!(o, "customer_code = {:?}", c.customer_code);
+        }
+        let _ = writeln!(
+            o,
+            "\n[admin]\ntoken_sha256s = {}",
+            list(&s.admin.token_sha256s)
+        );
+        let r = &s.retry;
+        let _ = writeln!(
+            o,
+            "\n[retry]\ninitial_ms = {}\nmax_ms = {}\ndeadline_s = {}",
+            r.initial_ms, r.max_ms, r.deadline_s
+        );
+        let wards: Vec<String> = s
+            .sla
+            .remote_wards
+            .iter()
+            .map(|(k, v)| format!("{k:?} = {v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "\n[sla]\nclass_one_provinces = {}\nremote_wards = {{ {} }}",
+            list(&s.sla.class_one_provinces),
+            wards.join(", ")
+        );
+        let dates =
+            |d: &[jiff::civil::Date]| list(&d.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        let _ = writeln!(
+            o,
+            "\n[calendar]\nholidays = {}\nextra_working_days = {}",
+            dates(&s.calendar.holidays),
+            dates(&s.calendar.extra_working_days)
+        );
+        let _ = writeln!(
+            o,
+            "\n[retention]\npersonal_data_days = {}",
+            s.retention.personal_data_days
+        );
+        o
+    }
+
+    /// Hides a password in a database URL.
+    fn redact_url(url: &str) -> String {
+        if let Some((scheme, rest)) = url.split_once("://")
+            && let Some((auth, host)) = rest.split_once('@')
+            && let Some((user, _password)) = auth.split_once(':')
+        {
+            return format!("{:?}", format!("{scheme}://{user}:[redacted]@{host}"));
+        }
+        format!("{url:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const MINIMAL: &str = r#"
+        [postal]
+        base_url = "http://127.0.0.1:1"
+        username = "u"
+        password = "p"
+        customer_code = "T000180585"
+        webhook_keys = ["0123456789abcdef0123"]
+
+        [[intake.clients]]
+        name = "motcua"
+        token_sha256s = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+        callback_url = "http://127.0.0.1:2/cb"
+        callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+
+        [admin]
+        token_sha256s = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+    "#;
+
+    #[test]
+    fn a_minimal_file_gets_every_default() {
+        let s = Settings::from_toml(MINIMAL).unwrap();
+        assert_eq!(s.server.max_body_bytes, 65_536);
+        assert_eq!(s.postal.lookup_delay_s, 60);
+        assert_eq!(s.retry.deadline_s, 172_800);
+        assert_eq!(s.sla.remote_wards.get("26732"), Some(&4));
+        assert_eq!(s.intake.clients[0].requests_per_second, 50);
+        assert_eq!(s.calendar.holidays.len(), 11);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let toml = format!("{MINIMAL}\n[retention]\npersonal_data_dayz = 3\n");
+        let err = Settings::from_toml(&toml).unwrap_err().to_string();
+        assert!(err.contains("personal_data_dayz"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let toml = MINIMAL.replace("password = \"p\"", "");
+        let err = Settings::from_toml(&toml).unwrap_err().to_string();
+        assert!(err.contains("password"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_redacted_output() {
+        let s = Settings::from_toml(MINIMAL).unwrap();
+        for shown in [format!("{s:?}"), s.redacted_toml()] {
+            assert!(
+                !shown.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                "{shown}"
+            );
+            assert!(!shown.contains("0123456789abcdef0123"), "{shown}");
+        }
+        // The redacted rendering is itself a loadable TOML document.
+        assert!(s.redacted_toml().parse::<toml::Table>().is_ok());
+    }
+}

@@ -1,0 +1,326 @@
+//! XML for the intake API: a strict tree reader (no DTDs, UTF-8 only,
+//! bounded depth) and a writer from JSON values, so both formats carry
+//! exactly the same fields.
+
+use quick_xml::Reader;
+use quick_xml::escape::{escape, resolve_predefined_entity};
+use quick_xml::events::Event;
+use serde_json::{Map, Value};
+
+/// Deeper than any document of the contract; bounds work on hostile input.
+const MAX_DEPTH: usize = 16;
+
+/// Why an XML body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    /// Declared or detected in an encoding other than UTF-8 (415).
+    #[error("XML must be encoded in UTF-8 ({0})")]
+    Encoding(String),
+    /// Not well-formed, or a DTD / entity declaration (400).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+struct Open {
+    name: String,
+    children: Map<String, Value>,
+    text: String,
+    has_children: bool,
+}
+
+/// Reads a document into its root element name and a tree: elements with
+/// children become objects, text-only elements strings, empty elements
+/// `null`. Attributes appear as `@name` keys and stray text beside child
+/// elements as `#text`, so validation names them as unknown fields.
+pub fn read_tree(bytes: &[u8]) -> Result<(String, Value), XmlError> {
+    if bytes.starts_with(&[0xFE, 0xFF]) || bytes.starts_with(&[0xFF, 0xFE]) {
+        return Err(XmlError::Encoding("UTF-16 byte order mark".into()));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| XmlError::Malformed(format!("not valid UTF-8: {e}")))?;
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    let mut reader = Reader::from_str(text);
+    let config = reader.config_mut();
+    config.check_end_names = true;
+    config.expand_empty_elements = false;
+    let mut stack: Vec<Open> = Vec::new();
+    let mut root: Option<(String, Value)> = None;
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| XmlError::Malformed(format!("not well-formed XML: {e}")))?;
+        match event {
+            Event::Decl(decl) => {
+                if let Some(enc) = decl.encoding() {
+                    let enc = enc.map_err(|e| XmlError::Malformed(e.to_string()))?;
+                    if !enc.eq_ignore_ascii_case("utf-8") && !enc.eq_ignore_ascii_case("utf8") {
+                        return Err(XmlError::Encoding(format!("declared {enc}")));
+                    }
+                }
+            }
+            Event::DocType(_) => {
+                return Err(XmlError::Malformed(
+                    "DTDs and entity declarations are not accepted".into(),
+                ));
+            }
+            Event::Start(start) | Event::Empty(start) if root.is_some() => {
+                let _ = start;
+                return Err(XmlError::Malformed("more than one root element".into()));
+            }
+            Event::Start(start) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(XmlError::Malformed("elements nested too deeply".into()));
+                }
+                let open = open_element(&start)?;
+                if let Some(parent) = stack.last_mut() {
+                    parent.has_children = true;
+                }
+                stack.push(open);
+            }
+            Event::Empty(start) => {
+                let open = open_element(&start)?;
+                let value = close(open.children, String::new(), open.has_children);
+                match stack.last_mut() {
+                    Some(parent) => {
+                        parent.has_children = true;
+                        insert(&mut parent.children, open.name, value);
+                    }
+                    None => root = Some((open.name, value)),
+                }
+            }
+            Event::End(_) => {
+                let open = stack
+                    .pop()
+                    .ok_or_else(|| XmlError::Malformed("unmatched end tag".into()))?;
+                let value = close(open.children, open.text, open.has_children);
+                match stack.last_mut() {
+                    Some(parent) => insert(&mut parent.children, open.name, value),
+                    None => root = Some((open.name, value)),
+                }
+            }
+            Event::Text(t) => {
+                let content = t.xml10_content();
+                match stack.last_mut() {
+                    Some(open) => open.text.push_str(&content),
+                    None if content.trim().is_empty() => {}
+                    None => {
+                        return Err(XmlError::Malformed("text outside the root element".into()));
+                    }
+                }
+            }
+            Event::CData(c) => match stack.last_mut() {
+                Some(open) => open.text.push_str(&c.xml10_content()),
+                None => return Err(XmlError::Malformed("CDATA outside the root element".into())),
+            },
+            Event::GeneralRef(r) => {
+                let resolved = if r.is_char_ref() {
+                    r.resolve_char_ref()
+                        .map_err(|e| XmlError::Malformed(e.to_string()))?
+                        .map(String::from)
+                } else {
+                    resolve_predefined_entity(&r.xml10_content()).map(str::to_owned)
+                };
+                let Some(resolved) = resolved else {
+                    return Err(XmlError::Malformed(format!(
+                        "unknown entity &{};",
+                        r.xml10_content()
+                    )));
+                };
+                match stack.last_mut() {
+                    Some(open) => open.text.push_str(&resolved),
+                    None => {
+                        return Err(XmlError::Malformed("text outside the root element".into()));
+                    }
+                }
+            }
+            Event::Comment(_) | Event::PI(_) => {}
+            Event::Eof => break,
+        }
+    }
+    if !stack.is_empty() {
+        return Err(XmlError::Malformed("unclosed element".into()));
+    }
+    root.ok_or_else(|| XmlError::Malformed("no root element".into()))
+}
+
+fn open_element(start: &quick_xml::events::BytesStart<'_>) -> Result<Open, XmlError> {
+    let name = start.name().as_ref().to_owned();
+    let mut children = Map::new();
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| XmlError::Malformed(format!("bad attribute: {e}")))?;
+        let key = attr.key.as_ref().to_owned();
+        let value = attr
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|e| XmlError::Malformed(format!("bad attribute: {e}")))?;
+        children.insert(format!("@{key}"), Value::String(value.into_owned()));
+    }
+    let has_children = !children.is_empty();
+    Ok(Open {
+        name,
+        children,
+        text: String::new(),
+        has_children,
+    })
+}
+
+fn close(mut children: Map<String, Value>, text: String, has_children: bool) -> Value {
+    if has_children {
+        if !text.trim().is_empty() {
+            children.insert("#text".into(), Value::String(text));
+        }
+        Value::Object(children)
+    } else if text.trim().is_empty() {
+        Value::Null
+    } else {
+        Value::String(text)
+    }
+}
+
+/// A repeated element becomes an array, which validation refuses by type.
+fn insert(map: &mut Map<String, Value>, key: String, value: Value) {
+    match map.get_mut(&key) {
+        Some(Value::Array(items)) => items.push(value),
+        Some(existing) => {
+            let first = existing.take();
+            *existing = Value::Array(vec![first, value]);
+        }
+        None => {
+            map.insert(key, value);
+        }
+    }
+}
+
+/// Names the element of each item of a list, by the list's own element name.
+pub type ItemName = fn(&str) -> &'static str;
+
+/// Writes `value` as an XML document with root `root`: nulls are omitted,
+/// arrays are wrapped (`<timeline><event>…</event></timeline>`).
+pub fn write_document(root: &str, value: &Value, item_name: ItemName) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    write_element(&mut out, root, value, item_name, None);
+    out.push('\n');
+    out
+}
+
+/// As [`write_document`] with a default namespace on the root.
+pub fn write_document_ns(root: &str, ns: &str, value: &Value, item_name: ItemName) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    write_element(&mut out, root, value, item_name, Some(ns));
+    out.push('\n');
+    out
+}
+
+fn write_element(
+    out: &mut String,
+    name: &str,
+    value: &Value,
+    item_name: ItemName,
+    ns: Option<&str>,
+) {
+    if value.is_null() {
+        return;
+    }
+    out.push('<');
+    out.push_str(name);
+    if let Some(ns) = ns {
+        out.push_str(" xmlns=\"");
+        out.push_str(&escape(ns));
+        out.push('"');
+    }
+    out.push('>');
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                write_element(out, k, v, item_name, None);
+            }
+        }
+        Value::Array(items) => {
+            let item = item_name(name);
+            for v in items {
+                write_element(out, item, v, item_name, None);
+            }
+        }
+        Value::String(s) => out.push_str(&escape(s.as_str())),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Null => {}
+    }
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn item(_: &str) -> &'static str {
+        "item"
+    }
+
+    #[test]
+    fn elements_become_a_tree_with_empty_meaning_absent() {
+        let (root, tree) = read_tree(
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<handoff><a>1</a><b/><c></c><d><e>x &amp; y</e></d></handoff>",
+        )
+        .unwrap();
+        assert_eq!(root, "handoff");
+        assert_eq!(
+            tree,
+            json!({"a": "1", "b": null, "c": null, "d": {"e": "x & y"}})
+        );
+    }
+
+    #[test]
+    fn dtds_and_entities_are_refused() {
+        let doc =
+            b"<?xml version=\"1.0\"?><!DOCTYPE h [<!ENTITY x \"boom\">]><handoff>&x;</handoff>";
+        assert!(matches!(read_tree(doc), Err(XmlError::Malformed(_))));
+        assert!(matches!(
+            read_tree(b"<handoff>&x;</handoff>"),
+            Err(XmlError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn other_encodings_are_refused() {
+        let doc = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><handoff/>";
+        assert!(matches!(read_tree(doc), Err(XmlError::Encoding(_))));
+    }
+
+    #[test]
+    fn not_well_formed_documents_are_refused() {
+        for doc in [
+            &b"<handoff><a></handoff>"[..],
+            b"<handoff>",
+            b"",
+            b"<a/><b/>",
+            b"\xff\xfe<",
+        ] {
+            assert!(read_tree(doc).is_err(), "{}", String::from_utf8_lossy(doc));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let doc = format!("{}{}", "<a>".repeat(10_000), "</a>".repeat(10_000));
+        assert!(matches!(
+            read_tree(doc.as_bytes()),
+            Err(XmlError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn writing_omits_nulls_and_wraps_lists() {
+        let xml = write_document(
+            "handoff",
+            &json!({"id": "h_1", "reason": null, "timeline": [{"a": 1}, {"a": 2}], "t": "<&>"}),
+            item,
+        );
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<handoff><id>h_1</id><timeline><item><a>1</a></item><item><a>2</a></item></timeline><t>&lt;&amp;&gt;</t></handoff>\n"
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! bcci-gateway: relays dossier handoffs between one-stop-shop intake systems
+//! and Vietnam Post's public postal service (bưu chính công ích, BCCI).
+//!
+//! Data flows one way around a loop through the store: `intake` records
+//! handoffs, `dispatch` creates postal orders, `events` applies Vietnam Post's
+//! statuses, `relay` sends signed callbacks. See `docs/architecture.md`.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod intake;
+pub mod lifecycle;
+pub mod probes;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,168 @@
+//! The `bcci-gateway` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use bcci_gateway::app::Application;
+use bcci_gateway::config::Settings;
+use bcci_gateway::telemetry::logging;
+
+#[derive(Parser)]
+#[command(
+    name = "bcci-gateway",
+    version,
+    about = "Dossier handoffs between one-stop-shop intake systems and Vietnam Post (BCCI)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: intake API, webhook receiver, workers, admin API, metrics.
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Apply the store's migrations and exit.
+    Migrate {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Exit 0 when /readyz answers 200 (for container HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9090/readyz")]
+        url: String,
+    },
+    /// Operator actions.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Tokens for intake clients and operators.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Print a random 32-byte token and its SHA-256 (for *.token_sha256s).
+    New,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bcci-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            logging::init(&settings.log);
+            let app = Application::build(settings).await?;
+            let lifecycle = app.lifecycle();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                lifecycle.drain();
+            });
+            app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            logging::init(&settings.log);
+            let store = bcci_gateway::store::open(&settings.store.url, &settings.store).await?;
+            store.close().await;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            print!("{}", settings.redacted_toml());
+            if let Some(path) = &config {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                for key in Settings::secrets_in_file(&text) {
+                    eprintln!(
+                        "warning: {key} is kept in the file; prefer the environment (BCCI_…__…)"
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { url } => {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?;
+            match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+                Ok(r) => {
+                    eprintln!("{url}: {}", r.status());
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Admin {
+            action: AdminAction::Token {
+                action: TokenAction::New,
+            },
+        } => {
+            let bytes: [u8; 32] = rand::random();
+            let token = hex::encode(bytes);
+            let hash = bcci_gateway::intake::auth::token_sha256_hex(&token);
+            println!("token:  {token}\nsha256: {hash}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
