@@ -122,18 +122,21 @@ impl Application {
             admin = %self.admin_addr(),
             "bcci-gateway serving"
         );
+        // Listeners keep answering through the drain (intake 503, webhooks
+        // still stored) and close once the drain window has passed.
+        let window = self.grace.min(DRAIN_WINDOW);
         let intake = axum::serve(
             self.intake_listener,
             self.intake
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(drained(lc.clone()));
+        .with_graceful_shutdown(stop_serving(lc.clone(), window));
         let admin = axum::serve(
             self.admin_listener,
             self.admin
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(drained(lc.clone()));
+        .with_graceful_shutdown(stop_serving(lc.clone(), window));
         let servers = async { tokio::try_join!(intake.into_future(), admin.into_future()) };
         tokio::pin!(servers);
         tokio::select! {
@@ -152,8 +155,14 @@ impl Application {
     }
 }
 
-async fn drained(lc: Lifecycle) {
+/// How long listeners keep answering after the drain starts, so load
+/// balancers see readiness fail and late requests get 503 rather than a
+/// refused connection.
+const DRAIN_WINDOW: Duration = Duration::from_secs(2);
+
+async fn stop_serving(lc: Lifecycle, window: Duration) {
     lc.drained().await;
+    tokio::time::sleep(window).await;
 }
 
 /// Request ids, one span per request (route template only: paths can carry

@@ -439,7 +439,7 @@ impl Parser {
         need: Need,
         min: usize,
         max: usize,
-        check: Option<fn(&str) -> Result<(), &'static str>>,
+        check: Option<Check>,
     ) -> Option<String> {
         let field = join(path, key);
         let raw = match obj.get(key) {
@@ -519,6 +519,9 @@ impl Parser {
         }
     }
 }
+
+/// A rule a text field must satisfy, with the message when it does not.
+type Check = fn(&str) -> Result<(), &'static str>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Need {

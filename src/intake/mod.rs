@@ -186,6 +186,11 @@ async fn create(
         ));
     }
     let bytes = read_body(body, state.max_body_bytes).await?;
+    tracing::debug!(
+        format = format.label(),
+        bytes = bytes.len(),
+        "request body read"
+    );
     let (tree, origin) = match format {
         Format::Json => {
             let tree: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -214,7 +219,12 @@ async fn create(
         Some("return") => "return",
         _ => "unknown",
     };
-    let parsed = HandoffRequest::parse(&tree, origin, &state.rules).map_err(Problem::invalid)?;
+    let parsed = HandoffRequest::parse(&tree, origin, &state.rules).map_err(|errors| {
+        // Field names only: values may be personal data.
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        tracing::debug!(?fields, "request invalid");
+        Problem::invalid(errors)
+    })?;
     let request_sha256 = parsed.canonical_sha256();
     let now = state.clock.now();
     let new = NewHandoff {

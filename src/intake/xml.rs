@@ -36,6 +36,12 @@ pub fn read_tree(bytes: &[u8]) -> Result<(String, Value), XmlError> {
     if bytes.starts_with(&[0xFE, 0xFF]) || bytes.starts_with(&[0xFF, 0xFE]) {
         return Err(XmlError::Encoding("UTF-16 byte order mark".into()));
     }
+    if let Some(enc) = declared_encoding(bytes)
+        && !enc.eq_ignore_ascii_case("utf-8")
+        && !enc.eq_ignore_ascii_case("utf8")
+    {
+        return Err(XmlError::Encoding(format!("declared {enc}")));
+    }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| XmlError::Malformed(format!("not valid UTF-8: {e}")))?;
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
@@ -141,6 +147,22 @@ pub fn read_tree(bytes: &[u8]) -> Result<(String, Value), XmlError> {
         return Err(XmlError::Malformed("unclosed element".into()));
     }
     root.ok_or_else(|| XmlError::Malformed("no root element".into()))
+}
+
+/// The `encoding` of the XML declaration, read before decoding any text so a
+/// document declared in another encoding is told apart from broken UTF-8.
+fn declared_encoding(bytes: &[u8]) -> Option<String> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if !bytes.starts_with(b"<?xml") {
+        return None;
+    }
+    let end = bytes.windows(2).take(512).position(|w| w == b"?>")?;
+    let decl = String::from_utf8_lossy(&bytes[..end]);
+    let rest = &decl[decl.find("encoding")? + "encoding".len()..];
+    let rest = rest.trim_start().strip_prefix('=')?.trim_start();
+    let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let value = &rest[1..];
+    Some(value[..value.find(quote)?].to_owned())
 }
 
 fn open_element(start: &quick_xml::events::BytesStart<'_>) -> Result<Open, XmlError> {
@@ -287,6 +309,10 @@ mod tests {
     fn other_encodings_are_refused() {
         let doc = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><handoff/>";
         assert!(matches!(read_tree(doc), Err(XmlError::Encoding(_))));
+        let latin1 = b"<?xml version='1.0' encoding='latin1'?><handoff>Nguy\xeAn</handoff>";
+        assert!(matches!(read_tree(latin1), Err(XmlError::Encoding(_))));
+        let utf8 = b"<?xml version='1.0' encoding='utf-8'?><handoff/>";
+        assert!(read_tree(utf8).is_ok());
     }
 
     #[test]

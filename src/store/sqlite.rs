@@ -207,6 +207,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            tracing::debug!("handoff and postal job committed");
             return Ok(CreateOutcome::Created(new_handoff_record(&new)));
         }
         let sql = format!(

@@ -1,0 +1,7 @@
+//! Integration tests: the real application on port 0 with a real store.
+
+mod helpers;
+mod idempotency;
+mod intake_errors;
+mod probes;
+mod reads;
