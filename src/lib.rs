@@ -6,6 +6,7 @@
 //! statuses, `relay` sends signed callbacks. See `docs/architecture.md`.
 
 pub mod app;
+pub mod carrier;
 pub mod clock;
 pub mod config;
 pub mod domain;

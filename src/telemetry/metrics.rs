@@ -5,7 +5,9 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 
 /// Labels of `bcci_handoffs_received_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -13,6 +15,31 @@ pub struct ReceivedLabels {
     pub kind: &'static str,
     pub format: &'static str,
     pub outcome: &'static str,
+}
+
+/// Labels of `bcci_postal_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PostalLabels {
+    /// token, create, lookup, track, cancel
+    pub operation: &'static str,
+    /// ok, rejected, transient, ambiguous, timeout
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// postal, callback
+    pub queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,6 +52,13 @@ struct BuildLabels {
 pub struct Metrics {
     registry: Registry,
     pub handoffs_received: Family<ReceivedLabels, Counter>,
+    pub postal_requests: Family<PostalLabels, Counter>,
+    pub postal_request_duration: Family<OperationLabels, Histogram>,
+    pub duplicate_orders: Counter,
+    pub circuit_open: Family<UpstreamLabels, Gauge>,
+    pub queue_depth: Family<QueueLabels, Gauge>,
+    pub queue_oldest_age: Family<QueueLabels, Gauge<f64, AtomicU64>>,
+    pub dead_letters: Family<QueueLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -53,10 +87,77 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
+        let postal_requests = Family::<PostalLabels, Counter>::default();
+        registry.register(
+            "postal_requests",
+            "Calls to Vietnam Post, by operation and outcome",
+            postal_requests.clone(),
+        );
+        let postal_request_duration =
+            Family::<OperationLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            });
+        registry.register_with_unit(
+            "postal_request_duration",
+            "Duration of calls to Vietnam Post",
+            Unit::Seconds,
+            postal_request_duration.clone(),
+        );
+        let duplicate_orders = Counter::default();
+        registry.register(
+            "duplicate_orders",
+            "Extra Vietnam Post orders found for one handoff and cancelled",
+            duplicate_orders.clone(),
+        );
+        let circuit_open = Family::<UpstreamLabels, Gauge>::default();
+        registry.register(
+            "circuit_open",
+            "1 while the circuit breaker in front of the upstream is open",
+            circuit_open.clone(),
+        );
+        circuit_open
+            .get_or_create(&UpstreamLabels { upstream: "postal" })
+            .set(0);
+        let queue_depth = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Jobs waiting in the durable queue (whole store)",
+            queue_depth.clone(),
+        );
+        let queue_oldest_age = Family::<QueueLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "queue_oldest_age",
+            "Age of the oldest waiting job (whole store)",
+            Unit::Seconds,
+            queue_oldest_age.clone(),
+        );
+        let dead_letters = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "dead_letters",
+            "Jobs that ran out of retries and wait for an operator (whole store)",
+            dead_letters.clone(),
+        );
         Self {
             registry,
             handoffs_received,
+            postal_requests,
+            postal_request_duration,
+            duplicate_orders,
+            circuit_open,
+            queue_depth,
+            queue_oldest_age,
+            dead_letters,
         }
+    }
+
+    /// Counts one call to Vietnam Post and its duration.
+    pub fn postal_request(&self, operation: &'static str, outcome: &'static str, seconds: f64) {
+        self.postal_requests
+            .get_or_create(&PostalLabels { operation, outcome })
+            .inc();
+        self.postal_request_duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(seconds);
     }
 
     /// Counts one intake request.

@@ -1,0 +1,1 @@
+//! The MyVNPost customer-partner API (vnpost-api.md).
