@@ -15,17 +15,55 @@ use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::carrier::Carrier;
+use crate::carrier::vnpost::VnPostClient;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::dispatch::Dispatcher;
+use crate::dispatch::guard::{BreakerSettings, PostalGuard};
 use crate::domain::RequestRules;
+use crate::events::{self, EventsState};
 use crate::intake::{self, IntakeState};
 use crate::lifecycle::Lifecycle;
 use crate::probes::{self, ProbeState};
+use crate::relay::Relay;
 use crate::store::{self, SharedStore};
 use crate::telemetry::Metrics;
 
+/// How to build the application; tests replace the clock, the carrier or
+/// run the workers themselves.
+pub struct Options {
+    pub clock: Arc<dyn Clock>,
+    /// `None`: the MyVNPost client of `[postal]`.
+    pub carrier: Option<Arc<dyn Carrier>>,
+    /// False: no background workers; tests call `dispatcher().run_until_idle()`.
+    pub run_workers: bool,
+    pub breaker: BreakerSettings,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            carrier: None,
+            run_workers: true,
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// Concurrent postal calls per process.
+const POSTAL_WORKERS: usize = 8;
+/// Concurrent callback deliveries per process.
+const CALLBACK_WORKERS: usize = 8;
+/// How often idle workers look for due jobs.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
 /// A built gateway: listeners bound, store open, not yet serving.
 pub struct Application {
+    dispatcher: Arc<Dispatcher>,
+    relay: Arc<Relay>,
+    run_workers: bool,
     intake_listener: TcpListener,
     admin_listener: TcpListener,
     intake: Router,
@@ -36,13 +74,14 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds the gateway on the system clock.
+    /// Builds the gateway as `serve` runs it.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with(settings, Arc::new(SystemClock)).await
+        Self::build_with(settings, Options::default()).await
     }
 
-    /// Builds the gateway with the given clock (tests drive time themselves).
-    pub async fn build_with(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    /// Builds the gateway with test seams.
+    pub async fn build_with(settings: Settings, options: Options) -> anyhow::Result<Self> {
+        let clock = options.clock;
         let store = store::open(&settings.store.url, &settings.store)
             .await
             .context("opening the store")?;
@@ -52,6 +91,29 @@ impl Application {
             service_codes: settings.postal.service_codes.clone(),
             pickup_fees_allowed: !settings.postal.pickup_fee_addon.is_empty(),
         };
+        let carrier: Arc<dyn Carrier> = match options.carrier {
+            Some(c) => c,
+            None => Arc::new(VnPostClient::new(&settings.postal, metrics.clone())?),
+        };
+        let guard = Arc::new(PostalGuard::new(
+            settings.postal.max_requests_per_second,
+            options.breaker,
+            metrics.clone(),
+        ));
+        let dispatcher = Arc::new(Dispatcher::new(
+            &settings,
+            store.clone(),
+            carrier,
+            clock.clone(),
+            guard,
+            metrics.clone(),
+        ));
+        let relay = Arc::new(Relay::new(
+            &settings,
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+        )?);
         let intake_state = IntakeState {
             store: store.clone(),
             clients: Arc::new(intake::auth::client_table(&settings.intake.clients)),
@@ -66,8 +128,11 @@ impl Application {
             lifecycle: lifecycle.clone(),
             metrics: metrics.clone(),
         };
+        let events_state =
+            EventsState::new(&settings, store.clone(), clock.clone(), metrics.clone());
         let intake = with_http_layers(
             intake::router(intake_state)
+                .merge(events::router(events_state))
                 .merge(probes::router(probe_state.clone()))
                 .fallback(intake::not_found),
         );
@@ -84,6 +149,9 @@ impl Application {
                 )
             })?;
         Ok(Self {
+            dispatcher,
+            relay,
+            run_workers: options.run_workers,
             intake_listener,
             admin_listener,
             intake,
@@ -113,6 +181,16 @@ impl Application {
         self.store.clone()
     }
 
+    /// The callback worker, for tests that drive it step by step.
+    pub fn relay(&self) -> Arc<Relay> {
+        self.relay.clone()
+    }
+
+    /// The postal worker, for tests that drive it step by step.
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.dispatcher.clone()
+    }
+
     /// Serves until the lifecycle drains, then lets in-flight requests finish
     /// within `server.shutdown_grace_s` and closes the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -137,7 +215,30 @@ impl Application {
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stop_serving(lc.clone(), window));
-        let servers = async { tokio::try_join!(intake.into_future(), admin.into_future()) };
+        let workers = if self.run_workers {
+            let dispatch = self
+                .dispatcher
+                .clone()
+                .run(lc.clone(), POSTAL_WORKERS, POLL_INTERVAL);
+            let relay = self
+                .relay
+                .clone()
+                .run(lc.clone(), CALLBACK_WORKERS, POLL_INTERVAL);
+            Some(tokio::spawn(async move {
+                tokio::join!(dispatch, relay);
+            }))
+        } else {
+            None
+        };
+        let servers = async {
+            tokio::try_join!(intake.into_future(), admin.into_future())?;
+            // In-flight postal calls finish and their outcomes are committed
+            // before the store closes.
+            if let Some(w) = workers {
+                w.await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
         tokio::pin!(servers);
         tokio::select! {
             result = &mut servers => { result?; }

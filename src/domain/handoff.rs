@@ -42,11 +42,11 @@ impl Serialize for HandoffId {
 }
 
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {
             /// Every value, in declaration order.
@@ -168,6 +168,30 @@ pub struct Handoff {
     pub updated_at: jiff::Timestamp,
     pub due_at: Option<jiff::Timestamp>,
     pub sla_due_at: Option<jiff::Timestamp>,
+}
+
+/// The facts of a postal order a handoff records when it adopts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostalOrder {
+    pub order_id: String,
+    pub original_id: String,
+    pub tracking_number: Option<String>,
+    pub postage_vnd: Option<i64>,
+}
+
+string_enum! {
+    /// The next step of a handoff's create job (domain.md, exactly one order).
+    CreateStep {
+        /// Send CreateOrder.
+        Call => "call",
+        /// Send CreateOrder after a lookup found nothing: a refusal must be
+        /// confirmed by one more lookup.
+        CallAfterLookup => "call_after_lookup",
+        /// Look the order up by saleOrderCode after an ambiguous attempt.
+        Lookup => "lookup",
+        /// Look up once more before accepting a refusal.
+        LookupThenReject => "lookup_then_reject",
+    }
 }
 
 /// What Vietnam Post said about an event.

@@ -1,12 +1,18 @@
 //! The gateway's domain: pure types and rules, no I/O and no clock of its own.
 
+pub mod callback;
 pub mod handoff;
 pub mod phone;
 pub mod request;
 pub mod retry;
+pub mod state_machine;
 pub mod text;
 pub mod time;
+pub mod xml;
 
-pub use handoff::{CarrierInfo, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
+pub use handoff::{
+    CarrierInfo, CreateStep, Effect, Handoff, HandoffId, Kind, PostalOrder, Source, Status,
+    TimelineEntry,
+};
 pub use phone::PhoneNumber;
 pub use request::{FieldError, HandoffRequest, RequestRules};

@@ -3,7 +3,7 @@
 //! exactly the same fields.
 
 use quick_xml::Reader;
-use quick_xml::escape::{escape, resolve_predefined_entity};
+use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::Event;
 use serde_json::{Map, Value};
 
@@ -212,65 +212,7 @@ fn insert(map: &mut Map<String, Value>, key: String, value: Value) {
     }
 }
 
-/// Names the element of each item of a list, by the list's own element name.
-pub type ItemName = fn(&str) -> &'static str;
-
-/// Writes `value` as an XML document with root `root`: nulls are omitted,
-/// arrays are wrapped (`<timeline><event>…</event></timeline>`).
-pub fn write_document(root: &str, value: &Value, item_name: ItemName) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    write_element(&mut out, root, value, item_name, None);
-    out.push('\n');
-    out
-}
-
-/// As [`write_document`] with a default namespace on the root.
-pub fn write_document_ns(root: &str, ns: &str, value: &Value, item_name: ItemName) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    write_element(&mut out, root, value, item_name, Some(ns));
-    out.push('\n');
-    out
-}
-
-fn write_element(
-    out: &mut String,
-    name: &str,
-    value: &Value,
-    item_name: ItemName,
-    ns: Option<&str>,
-) {
-    if value.is_null() {
-        return;
-    }
-    out.push('<');
-    out.push_str(name);
-    if let Some(ns) = ns {
-        out.push_str(" xmlns=\"");
-        out.push_str(&escape(ns));
-        out.push('"');
-    }
-    out.push('>');
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                write_element(out, k, v, item_name, None);
-            }
-        }
-        Value::Array(items) => {
-            let item = item_name(name);
-            for v in items {
-                write_element(out, item, v, item_name, None);
-            }
-        }
-        Value::String(s) => out.push_str(&escape(s.as_str())),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::Null => {}
-    }
-    out.push_str("</");
-    out.push_str(name);
-    out.push('>');
-}
+pub use crate::domain::xml::{ItemName, write_document, write_document_ns};
 
 #[cfg(test)]
 mod tests {

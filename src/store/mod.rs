@@ -10,7 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::domain::{Handoff, HandoffId, HandoffRequest, TimelineEntry};
+use crate::domain::callback::BodyFormat;
+use crate::domain::{CreateStep, Handoff, HandoffId, HandoffRequest, PostalOrder, TimelineEntry};
 
 /// A store that cannot do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,147 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// What a postal job asks of Vietnam Post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostalOperation {
+    /// Create the handoff's order (exactly once).
+    Create,
+    /// Cancel an extra order found for the handoff (`target` is its originalID).
+    CancelDuplicate,
+}
+
+impl PostalOperation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostalOperation::Create => "create",
+            PostalOperation::CancelDuplicate => "cancel_duplicate",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "create" => Some(PostalOperation::Create),
+            "cancel_duplicate" => Some(PostalOperation::CancelDuplicate),
+            _ => None,
+        }
+    }
+}
+
+/// A postal job claimed under a lease, with its handoff.
+#[derive(Debug, Clone)]
+pub struct PostalJob {
+    pub id: i64,
+    pub operation: PostalOperation,
+    pub target: String,
+    /// Calls made so far (drives the backoff bound).
+    pub attempts: u32,
+    pub step: CreateStep,
+    /// The retry deadline runs from here.
+    pub first_attempt_at: Option<Timestamp>,
+    /// Lookups search from this Vietnam day.
+    pub first_create_at: Option<Timestamp>,
+    /// A refusal awaiting its confirming lookup.
+    pub refusal: Option<String>,
+    /// Set when the job was found with a create attempt started but never
+    /// finished (a crash, or a lost lease): that attempt is ambiguous.
+    pub interrupted_at: Option<Timestamp>,
+    pub lease_expires_at: Timestamp,
+    pub handoff: Handoff,
+    /// The personal details needed to create the order; `None` once purged.
+    pub request: Option<HandoffRequest>,
+}
+
+/// How a postal job ended this time, committed with its effects.
+#[derive(Debug, Clone)]
+pub enum PostalOutcome {
+    /// Try again later, at `step`.
+    Reschedule {
+        step: CreateStep,
+        at: Timestamp,
+        refusal: Option<String>,
+        last_error: Option<String>,
+    },
+    /// The handoff's order exists: record it, relay `order_created`, and
+    /// queue the cancellation of any duplicates (their originalIDs).
+    Adopt {
+        order: PostalOrder,
+        duplicates: Vec<String>,
+        format: BodyFormat,
+    },
+    /// Vietnam Post refused the order permanently.
+    Reject { reason: String, format: BodyFormat },
+    /// The retry deadline passed without an order.
+    Fail { reason: String, format: BodyFormat },
+    /// Nothing more to do (a duplicate cancelled, or the handoff moved on).
+    Complete { note: Option<String> },
+}
+
+/// A carrier status report for some handoff, as the webhook or poller read it.
+#[derive(Debug, Clone)]
+pub struct IncomingCarrierEvent {
+    /// `saleOrderCode`: the handoff id when the gateway created the order.
+    pub sale_order_code: Option<String>,
+    /// `itemCode`.
+    pub tracking_number: Option<String>,
+    /// The order's ids, to adopt it when the handoff has none yet.
+    pub order: Option<PostalOrder>,
+    pub event: crate::domain::state_machine::CarrierEvent,
+    pub carrier: crate::domain::CarrierInfo,
+    /// The record as received (kept for audit, purged with personal data).
+    pub raw: Option<String>,
+}
+
+/// What recording one carrier event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// No handoff matches it (or it concerns another order of the handoff).
+    UnknownOrder,
+    Recorded {
+        handoff_id: HandoffId,
+        effect: crate::domain::Effect,
+    },
+}
+
+/// A callback claimed for delivery: the head of its handoff's queue.
+#[derive(Debug, Clone)]
+pub struct CallbackJob {
+    /// The `webhook-id`.
+    pub id: String,
+    pub handoff_id: HandoffId,
+    pub client: String,
+    pub sequence: u64,
+    pub body: Vec<u8>,
+    pub content_type: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When it reached the head of its queue: the retry deadline runs from here.
+    pub head_since: Timestamp,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    Delivered,
+    Retry {
+        at: Timestamp,
+        status: Option<u16>,
+        error: String,
+    },
+    /// The deadline passed: the callback is dead, the ones behind it held.
+    Dead {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+/// Depth, age and dead letters of a durable queue.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct QueueStats {
+    pub depth: u64,
+    pub oldest_age_s: f64,
+    pub dead: u64,
+}
+
 /// The gateway's durable state.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -105,6 +247,84 @@ pub trait Store: Send + Sync + 'static {
     /// Counts pending postal jobs (tests and metrics).
     async fn count_pending_postal_jobs(&self) -> Result<u64, StoreError>;
 
+    /// Claims up to `limit` due postal jobs for `owner` until `now + lease`.
+    async fn claim_postal_jobs(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<PostalJob>, StoreError>;
+
+    /// Commits the start of a call before it is made. For a create call the
+    /// marker stays until the outcome is committed, so an attempt found
+    /// unfinished is known to be ambiguous. False when the lease was lost.
+    async fn start_postal_attempt(
+        &self,
+        job: &PostalJob,
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Commits a job's outcome with its effects on the handoff, timeline and
+    /// callback queue, only while `owner` still holds the lease. False when
+    /// the lease was lost and nothing was committed.
+    async fn finish_postal_job(
+        &self,
+        job: &PostalJob,
+        owner: &str,
+        now: Timestamp,
+        outcome: PostalOutcome,
+    ) -> Result<bool, StoreError>;
+
+    /// The postal queue as a whole (every process exports it).
+    async fn postal_queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;
+
+    /// Records carrier events in one transaction: each is matched to its
+    /// handoff, run through the state machine, and its effects (status,
+    /// timeline, callbacks) committed. `formats` gives each client's
+    /// callback format.
+    async fn apply_carrier_events(
+        &self,
+        events: Vec<IncomingCarrierEvent>,
+        formats: &std::collections::HashMap<String, BodyFormat>,
+        now: Timestamp,
+    ) -> Result<Vec<EventOutcome>, StoreError>;
+
+    /// Keeps a carrier report that could not be understood.
+    async fn store_malformed(
+        &self,
+        source: crate::domain::Source,
+        raw: &str,
+        problem: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` due callbacks, each the head of its handoff's queue.
+    async fn claim_callbacks(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<CallbackJob>, StoreError>;
+
+    /// Records a delivery attempt's outcome while `owner` holds the lease.
+    async fn finish_callback(
+        &self,
+        job: &CallbackJob,
+        owner: &str,
+        now: Timestamp,
+        outcome: CallbackOutcome,
+    ) -> Result<bool, StoreError>;
+
+    /// The callback queue as a whole.
+    async fn callback_queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;
+
+    /// Pending callbacks of a handoff in sequence order: (sequence, type, body).
+    async fn callbacks_of(&self, id: &HandoffId)
+    -> Result<Vec<(u64, String, Vec<u8>)>, StoreError>;
+
     /// Releases what this process holds (leases, locks) before exit.
     async fn close(&self);
 }
@@ -122,6 +342,12 @@ pub async fn open(
         Ok(Arc::new(store))
     } else {
         anyhow::bail!("store.url {url:?}: only sqlite:// is supported in this build")
+    }
+}
+
+impl PostalOperation {
+    pub(crate) fn from_db(s: &str) -> Result<Self, StoreError> {
+        Self::parse(s).ok_or_else(|| StoreError::Corrupt(format!("operation {s:?}")))
     }
 }
 

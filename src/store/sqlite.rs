@@ -13,9 +13,17 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, migrate::Migrator};
 
-use super::{CreateOutcome, HandoffFilter, NewHandoff, Page, Store, StoreError, from_ms, ms};
+use super::{
+    CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
+    NewHandoff, Page, PostalJob, PostalOperation, PostalOutcome, QueueStats, Store, StoreError,
+    from_ms, ms,
+};
 use crate::config::StoreSettings;
-use crate::domain::{CarrierInfo, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
+use crate::domain::callback::{BodyFormat, CallbackEvent, CallbackType};
+use crate::domain::state_machine::{self, MachineState, Relay, SeenEvent};
+use crate::domain::{
+    CarrierInfo, CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/sqlite");
 
@@ -50,6 +58,14 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
+        // This process holds the store's lock: no other process can be working
+        // on a leased job, so every lease left behind belongs to a crashed run.
+        sqlx::query("UPDATE postal_jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL")
+            .execute(&pool)
+            .await?;
+        sqlx::query("UPDATE callbacks SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL")
+            .execute(&pool)
+            .await?;
         Ok(Self { pool, _lock: lock })
     }
 }
@@ -158,6 +174,384 @@ fn new_handoff_record(new: &NewHandoff) -> Handoff {
 fn truncate_ms(ts: jiff::Timestamp) -> jiff::Timestamp {
     jiff::Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts)
 }
+
+/// A change of a handoff's status to record on its timeline and, when
+/// relayed, to queue as a callback — all inside the caller's transaction.
+struct Change<'a> {
+    status: Status,
+    source: Source,
+    occurred_at: jiff::Timestamp,
+    reason: Option<&'a str>,
+    relay: Option<(CallbackType, BodyFormat)>,
+}
+
+/// Records `change` for the handoff (already updated in `tx`): a timeline
+/// entry and, when relayed, its callback with the next sequence.
+async fn record_change(
+    tx: &mut sqlx::SqliteConnection,
+    id: &HandoffId,
+    previous: Status,
+    change: Change<'_>,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    let sequence = match change.relay {
+        Some((event_type, format)) => {
+            let draft = CallbackDraft {
+                event_type,
+                status: change.status,
+                previous,
+                reason: change.reason,
+                carrier: None,
+                occurred_at: change.occurred_at,
+            };
+            Some(queue_callback(tx, id, &draft, format, now).await?)
+        }
+        None => None,
+    };
+    let entry = TimelineDraft {
+        source: change.source,
+        status: Some(change.status),
+        effect: Effect::Applied,
+        sequence,
+        occurred_at: change.occurred_at,
+        carrier: None,
+        reason: change.reason,
+        raw: None,
+    };
+    insert_timeline(tx, id, &entry, now).await
+}
+
+/// A callback to queue; the sequence comes from the handoff.
+struct CallbackDraft<'a> {
+    event_type: CallbackType,
+    status: Status,
+    previous: Status,
+    reason: Option<&'a str>,
+    carrier: Option<&'a CarrierInfo>,
+    occurred_at: jiff::Timestamp,
+}
+
+/// Queues a callback with the handoff's next sequence (body fixed now, from
+/// the handoff as updated in `tx`) and returns that sequence.
+async fn queue_callback(
+    tx: &mut sqlx::SqliteConnection,
+    id: &HandoffId,
+    draft: &CallbackDraft<'_>,
+    format: BodyFormat,
+    now: jiff::Timestamp,
+) -> Result<i64, StoreError> {
+    let sql = format!("SELECT {HANDOFF_COLUMNS}, next_sequence FROM handoffs WHERE id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    let handoff = handoff_from_row(&row)?;
+    let sequence: i64 = row.try_get("next_sequence")?;
+    let event = CallbackEvent {
+        event_type: draft.event_type,
+        handoff_id: handoff.id.clone(),
+        request_id: handoff.request_id.clone(),
+        dossier_code: handoff.dossier_code.clone(),
+        kind: handoff.kind,
+        sequence: sequence as u64,
+        status: draft.status,
+        previous_status: Some(draft.previous),
+        tracking_number: handoff.tracking_number.clone(),
+        reason: draft.reason.map(str::to_owned),
+        carrier: draft.carrier.cloned(),
+        postage_vnd: handoff.postage_vnd,
+        sla_due_at: handoff.sla_due_at,
+        occurred_at: draft.occurred_at,
+    };
+    let (body, content_type) = event.render(format);
+    sqlx::query(
+        "INSERT INTO callbacks (id, handoff_id, client, sequence, event_type, body, content_type, \
+         state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+    )
+    .bind(format!("msg_{}", ulid::Ulid::new()))
+    .bind(id.as_str())
+    .bind(&handoff.client)
+    .bind(sequence)
+    .bind(draft.event_type.as_str())
+    .bind(body)
+    .bind(content_type)
+    .bind(ms(now))
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE handoffs SET next_sequence = next_sequence + 1 WHERE id = ?")
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(sequence)
+}
+
+/// A timeline entry to record.
+struct TimelineDraft<'a> {
+    source: Source,
+    status: Option<Status>,
+    effect: Effect,
+    sequence: Option<i64>,
+    occurred_at: jiff::Timestamp,
+    carrier: Option<&'a CarrierInfo>,
+    reason: Option<&'a str>,
+    raw: Option<&'a str>,
+}
+
+async fn insert_timeline(
+    tx: &mut sqlx::SqliteConnection,
+    id: &HandoffId,
+    e: &TimelineDraft<'_>,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO timeline (handoff_id, source, status, effect, sequence, occurred_at, recorded_at, \
+         tracking_number, carrier_code, carrier_text, carrier_location, reason, raw) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT tracking_number FROM handoffs WHERE id = ?), ?, ?, ?, ?, ?)",
+    )
+    .bind(id.as_str())
+    .bind(e.source.as_str())
+    .bind(e.status.map(Status::as_str))
+    .bind(e.effect.as_str())
+    .bind(e.sequence)
+    .bind(ms(e.occurred_at))
+    .bind(ms(now))
+    .bind(id.as_str())
+    .bind(e.carrier.map(|c| c.code))
+    .bind(e.carrier.and_then(|c| c.text.as_deref()))
+    .bind(e.carrier.and_then(|c| c.location.as_deref()))
+    .bind(e.reason)
+    .bind(e.raw)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Sets a handoff's status when it is still one of `from`; true when it was.
+async fn move_handoff(
+    tx: &mut sqlx::SqliteConnection,
+    id: &HandoffId,
+    from: &[Status],
+    to: Status,
+    reason: Option<&str>,
+    now: jiff::Timestamp,
+) -> Result<Option<Status>, StoreError> {
+    let current: Option<String> = sqlx::query_scalar("SELECT status FROM handoffs WHERE id = ?")
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let current: Status = parse("status", &current)?;
+    if !from.contains(&current) {
+        return Ok(None);
+    }
+    sqlx::query(
+        "UPDATE handoffs SET status = ?, reason = ?, updated_at = ?, \
+         terminal_at = CASE WHEN ? THEN ? ELSE terminal_at END WHERE id = ?",
+    )
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(ms(now))
+    .bind(to.is_terminal())
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(Some(current))
+}
+
+/// Matches one carrier event to its handoff and records what it does.
+async fn apply_one(
+    tx: &mut sqlx::SqliteConnection,
+    incoming: &IncomingCarrierEvent,
+    formats: &std::collections::HashMap<String, BodyFormat>,
+    now: jiff::Timestamp,
+) -> Result<EventOutcome, StoreError> {
+    let by_id = incoming
+        .sale_order_code
+        .as_deref()
+        .and_then(HandoffId::parse);
+    let row = sqlx::query(
+        "SELECT id, client, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
+         cod_settled, cod_held FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND tracking_number = ?2) LIMIT 1",
+    )
+    .bind(by_id.as_ref().map(HandoffId::as_str))
+    .bind(incoming.tracking_number.as_deref())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(EventOutcome::UnknownOrder);
+    };
+    let id: String = row.try_get("id")?;
+    let id = HandoffId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("id {id:?}")))?;
+    let client: String = row.try_get("client")?;
+    let format = formats.get(&client).copied().unwrap_or_default();
+    let mut status: Status = parse("status", row.try_get("status")?)?;
+    let known_tracking: Option<String> = row.try_get("tracking_number")?;
+    if let (Some(known), Some(reported)) = (&known_tracking, &incoming.tracking_number)
+        && known != reported
+    {
+        // Another order carrying this handoff's reference: a duplicate being
+        // cancelled, never this handoff's own.
+        return Ok(EventOutcome::UnknownOrder);
+    }
+    if known_tracking.is_none()
+        && AWAITING_ORDER.contains(&status)
+        && let Some(order) = &incoming.order
+    {
+        adopt(tx, &id, order, status, format, incoming.event.source, now).await?;
+        status = Status::OrderCreated;
+    }
+    let watermark_at: Option<i64> = row.try_get("watermark_at")?;
+    let watermark_rank: Option<i64> = row.try_get("watermark_rank")?;
+    let state = MachineState {
+        status,
+        watermark: match (watermark_at, watermark_rank) {
+            (Some(at), Some(rank)) => Some((from_ms(at)?, rank as u8)),
+            _ => None,
+        },
+        picked_up: row.try_get::<Option<i64>, _>("picked_up_at")?.is_some(),
+        cod_settled: row.try_get("cod_settled")?,
+        cod_held: row.try_get("cod_held")?,
+    };
+    let seen_rows = sqlx::query(
+        "SELECT source, carrier_code, occurred_at FROM timeline WHERE handoff_id = ? AND carrier_code IS NOT NULL",
+    )
+    .bind(id.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut seen = Vec::with_capacity(seen_rows.len());
+    for r in &seen_rows {
+        seen.push(SeenEvent {
+            source: parse("source", r.try_get("source")?)?,
+            code: r.try_get("carrier_code")?,
+            occurred_at: from_ms(r.try_get("occurred_at")?)?,
+        });
+    }
+    let verdict = state_machine::apply(&state, &seen, &incoming.event);
+    let next = &verdict.next;
+    sqlx::query(
+        "UPDATE handoffs SET status = ?1, watermark_at = ?2, watermark_rank = ?3, cod_settled = ?4, \
+         cod_held = ?5, last_carrier_event_at = ?6, updated_at = CASE WHEN ?7 THEN ?6 ELSE updated_at END, \
+         picked_up_at = CASE WHEN ?8 AND picked_up_at IS NULL THEN ?9 ELSE picked_up_at END, \
+         delivered_at = CASE WHEN ?1 = 'delivered' AND delivered_at IS NULL THEN ?9 ELSE delivered_at END, \
+         terminal_at = CASE WHEN ?10 AND terminal_at IS NULL THEN ?6 ELSE terminal_at END \
+         WHERE id = ?11",
+    )
+    .bind(next.status.as_str())
+    .bind(next.watermark.map(|(at, _)| ms(at)))
+    .bind(next.watermark.map(|(_, rank)| i64::from(rank)))
+    .bind(next.cod_settled)
+    .bind(next.cod_held)
+    .bind(ms(now))
+    .bind(next.status != state.status)
+    .bind(next.picked_up)
+    .bind(ms(incoming.event.occurred_at))
+    .bind(next.status.is_terminal())
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    let mut first_sequence = None;
+    for relay in &verdict.relay {
+        let (event_type, status, previous) = match *relay {
+            Relay::StatusChanged { status, previous } => {
+                (CallbackType::StatusChanged, status, previous)
+            }
+            Relay::CodSettled => (
+                CallbackType::CodSettled,
+                Status::Delivered,
+                Status::Delivered,
+            ),
+        };
+        let draft = CallbackDraft {
+            event_type,
+            status,
+            previous,
+            reason: None,
+            carrier: Some(&incoming.carrier),
+            occurred_at: incoming.event.occurred_at,
+        };
+        let sequence = queue_callback(tx, &id, &draft, format, now).await?;
+        match relay {
+            Relay::CodSettled if verdict.mapped.is_some() => {
+                // The COD report held earlier is the entry this callback relays.
+                sqlx::query(
+                    "UPDATE timeline SET sequence = ? WHERE id = (SELECT id FROM timeline \
+                     WHERE handoff_id = ? AND carrier_code = 21 AND sequence IS NULL ORDER BY id LIMIT 1)",
+                )
+                .bind(sequence)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => first_sequence = first_sequence.or(Some(sequence)),
+        }
+    }
+    let entry = TimelineDraft {
+        source: incoming.event.source,
+        status: verdict.mapped,
+        effect: verdict.effect,
+        sequence: first_sequence,
+        occurred_at: incoming.event.occurred_at,
+        carrier: Some(&incoming.carrier),
+        reason: None,
+        raw: incoming.raw.as_deref(),
+    };
+    insert_timeline(tx, &id, &entry, now).await?;
+    Ok(EventOutcome::Recorded {
+        handoff_id: id,
+        effect: verdict.effect,
+    })
+}
+
+/// Adopts an order revealed for a handoff that has none (domain.md rule 2):
+/// records it, relays `order_created`, and ends the create job.
+async fn adopt(
+    tx: &mut sqlx::SqliteConnection,
+    id: &HandoffId,
+    order: &crate::domain::PostalOrder,
+    previous: Status,
+    format: BodyFormat,
+    source: Source,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE handoffs SET status = 'order_created', reason = NULL, tracking_number = ?, \
+         carrier_order_id = ?, carrier_original_id = ?, postage_vnd = COALESCE(?, postage_vnd), \
+         order_created_at = ?, updated_at = ?, terminal_at = NULL WHERE id = ?",
+    )
+    .bind(order.tracking_number.as_deref())
+    .bind(&order.order_id)
+    .bind(&order.original_id)
+    .bind(order.postage_vnd)
+    .bind(ms(now))
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE postal_jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, \
+         attempt_started_at = NULL, updated_at = ? WHERE handoff_id = ? AND operation = 'create' \
+         AND state IN ('pending', 'dead')",
+    )
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    let change = Change {
+        status: Status::OrderCreated,
+        source,
+        occurred_at: now,
+        reason: None,
+        relay: Some((CallbackType::StatusChanged, format)),
+    };
+    record_change(tx, id, previous, change, now).await
+}
+
+/// Statuses in which a handoff may still adopt its postal order.
+const AWAITING_ORDER: &[Status] = &[Status::Received, Status::Failed];
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -304,6 +698,404 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn claim_postal_jobs(
+        &self,
+        owner: &str,
+        now: jiff::Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<PostalJob>, StoreError> {
+        let now_ms = ms(now);
+        let expires = now_ms + lease.as_millis() as i64;
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE postal_jobs SET lease_owner = ?1, lease_expires_at = ?2 WHERE id IN ( \
+               SELECT id FROM postal_jobs WHERE state = 'pending' AND next_attempt_at <= ?3 \
+               AND (lease_expires_at IS NULL OR lease_expires_at <= ?3) \
+               ORDER BY next_attempt_at LIMIT ?4) \
+             RETURNING id, handoff_id, operation, target, attempts, next_step, first_attempt_at, \
+               first_create_at, refusal, attempt_started_at",
+        )
+        .bind(owner)
+        .bind(expires)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let handoff_id: String = row.try_get("handoff_id")?;
+            let sql = format!("SELECT {HANDOFF_COLUMNS}, details FROM handoffs WHERE id = ?");
+            let h = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&handoff_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let details: Option<String> = h.try_get("details")?;
+            let request = details
+                .map(|d| serde_json::from_str(&d))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("details of {handoff_id}: {e}")))?;
+            jobs.push(PostalJob {
+                id: row.try_get("id")?,
+                operation: PostalOperation::from_db(row.try_get("operation")?)?,
+                target: row.try_get("target")?,
+                attempts: row.try_get::<i64, _>("attempts")? as u32,
+                step: parse("next_step", row.try_get("next_step")?)?,
+                first_attempt_at: opt_ms(row.try_get("first_attempt_at")?)?,
+                first_create_at: opt_ms(row.try_get("first_create_at")?)?,
+                refusal: row.try_get("refusal")?,
+                interrupted_at: opt_ms(row.try_get("attempt_started_at")?)?,
+                lease_expires_at: from_ms(expires)?,
+                handoff: handoff_from_row(&h)?,
+                request,
+            });
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
+    async fn start_postal_attempt(
+        &self,
+        job: &PostalJob,
+        owner: &str,
+        now: jiff::Timestamp,
+    ) -> Result<bool, StoreError> {
+        let now_ms = ms(now);
+        let creates = job.operation == PostalOperation::Create
+            && matches!(job.step, CreateStep::Call | CreateStep::CallAfterLookup);
+        let updated = sqlx::query(
+            "UPDATE postal_jobs SET attempts = attempts + 1, \
+             first_attempt_at = COALESCE(first_attempt_at, ?1), \
+             first_create_at = CASE WHEN ?2 THEN COALESCE(first_create_at, ?1) ELSE first_create_at END, \
+             attempt_started_at = CASE WHEN ?2 THEN ?1 ELSE NULL END, updated_at = ?1 \
+             WHERE id = ?3 AND lease_owner = ?4 AND lease_expires_at > ?1",
+        )
+        .bind(now_ms)
+        .bind(creates)
+        .bind(job.id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
+    async fn finish_postal_job(
+        &self,
+        job: &PostalJob,
+        owner: &str,
+        now: jiff::Timestamp,
+        outcome: PostalOutcome,
+    ) -> Result<bool, StoreError> {
+        let now_ms = ms(now);
+        let mut tx = self.pool.begin().await?;
+        let (state, step, at, refusal, last_error) = match &outcome {
+            PostalOutcome::Reschedule {
+                step,
+                at,
+                refusal,
+                last_error,
+            } => (
+                "pending",
+                *step,
+                ms(*at),
+                refusal.clone(),
+                last_error.clone(),
+            ),
+            PostalOutcome::Fail { reason, .. } => {
+                ("dead", job.step, now_ms, None, Some(reason.clone()))
+            }
+            PostalOutcome::Reject { reason, .. } => {
+                ("done", job.step, now_ms, None, Some(reason.clone()))
+            }
+            PostalOutcome::Adopt { .. } | PostalOutcome::Complete { .. } => {
+                ("done", job.step, now_ms, None, None)
+            }
+        };
+        let held = sqlx::query(
+            "UPDATE postal_jobs SET state = ?1, next_step = ?2, next_attempt_at = ?3, refusal = ?4, \
+             last_error = COALESCE(?5, last_error), attempt_started_at = NULL, lease_owner = NULL, \
+             lease_expires_at = NULL, updated_at = ?6 \
+             WHERE id = ?7 AND lease_owner = ?8 AND lease_expires_at > ?6",
+        )
+        .bind(state)
+        .bind(step.as_str())
+        .bind(at)
+        .bind(refusal)
+        .bind(last_error)
+        .bind(now_ms)
+        .bind(job.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if held != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let id = &job.handoff.id;
+        match outcome {
+            PostalOutcome::Adopt {
+                order,
+                duplicates,
+                format,
+            } => {
+                sqlx::query(
+                    "UPDATE handoffs SET tracking_number = ?, carrier_order_id = ?, carrier_original_id = ?, \
+                     postage_vnd = ?, order_created_at = ? WHERE id = ? AND status IN ('received', 'failed')",
+                )
+                .bind(order.tracking_number.as_deref())
+                .bind(&order.order_id)
+                .bind(&order.original_id)
+                .bind(order.postage_vnd)
+                .bind(now_ms)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if let Some(previous) =
+                    move_handoff(&mut tx, id, AWAITING_ORDER, Status::OrderCreated, None, now)
+                        .await?
+                {
+                    let change = Change {
+                        status: Status::OrderCreated,
+                        source: Source::Gateway,
+                        occurred_at: now,
+                        reason: None,
+                        relay: Some((CallbackType::StatusChanged, format)),
+                    };
+                    record_change(&mut tx, id, previous, change, now).await?;
+                }
+                for original_id in duplicates {
+                    sqlx::query(
+                        "INSERT INTO postal_jobs (handoff_id, operation, target, state, next_attempt_at, \
+                         created_at, updated_at) VALUES (?, 'cancel_duplicate', ?, 'pending', ?, ?, ?) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id.as_str())
+                    .bind(original_id)
+                    .bind(now_ms)
+                    .bind(now_ms)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            PostalOutcome::Reject { reason, format } | PostalOutcome::Fail { reason, format } => {
+                let to = if state == "dead" {
+                    Status::Failed
+                } else {
+                    Status::Rejected
+                };
+                if let Some(previous) =
+                    move_handoff(&mut tx, id, &[Status::Received], to, Some(&reason), now).await?
+                {
+                    let change = Change {
+                        status: to,
+                        source: Source::Gateway,
+                        occurred_at: now,
+                        reason: Some(&reason),
+                        relay: Some((CallbackType::StatusChanged, format)),
+                    };
+                    record_change(&mut tx, id, previous, change, now).await?;
+                }
+            }
+            PostalOutcome::Reschedule { .. } | PostalOutcome::Complete { .. } => {}
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn postal_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS depth, \
+             MIN(created_at) FILTER (WHERE state = 'pending') AS oldest, \
+             COUNT(*) FILTER (WHERE state = 'dead') AS dead FROM postal_jobs",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        Ok(QueueStats {
+            depth: row.try_get::<i64, _>("depth")? as u64,
+            oldest_age_s: oldest.map_or(0.0, |o| ((ms(now) - o).max(0) as f64) / 1000.0),
+            dead: row.try_get::<i64, _>("dead")? as u64,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn apply_carrier_events(
+        &self,
+        events: Vec<IncomingCarrierEvent>,
+        formats: &std::collections::HashMap<String, BodyFormat>,
+        now: jiff::Timestamp,
+    ) -> Result<Vec<EventOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Take the write lock first so the reads below see a stable store.
+        sqlx::query("UPDATE handoffs SET id = id WHERE 0")
+            .execute(&mut *tx)
+            .await?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for incoming in &events {
+            outcomes.push(apply_one(&mut tx, incoming, formats, now).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn store_malformed(
+        &self,
+        source: Source,
+        raw: &str,
+        problem: &str,
+        now: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO carrier_inbox (source, received_at, problem, raw) VALUES (?, ?, ?, ?)",
+        )
+        .bind(source.as_str())
+        .bind(ms(now))
+        .bind(problem)
+        .bind(raw)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn claim_callbacks(
+        &self,
+        owner: &str,
+        now: jiff::Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<CallbackJob>, StoreError> {
+        let now_ms = ms(now);
+        let rows = sqlx::query(
+            "UPDATE callbacks SET lease_owner = ?1, lease_expires_at = ?2, head_since = COALESCE(head_since, ?3) \
+             WHERE id IN (SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= ?3 \
+               AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= ?3) \
+               AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.handoff_id = c.handoff_id \
+                               AND p.sequence < c.sequence AND p.state <> 'delivered') \
+               ORDER BY c.next_attempt_at LIMIT ?4) \
+             RETURNING id, handoff_id, client, sequence, body, content_type, attempts, head_since",
+        )
+        .bind(owner)
+        .bind(now_ms + lease.as_millis() as i64)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("handoff_id")?;
+                Ok(CallbackJob {
+                    id: r.try_get("id")?,
+                    handoff_id: HandoffId::parse(&id)
+                        .ok_or_else(|| StoreError::Corrupt(format!("id {id:?}")))?,
+                    client: r.try_get("client")?,
+                    sequence: r.try_get::<i64, _>("sequence")? as u64,
+                    body: r.try_get("body")?,
+                    content_type: r.try_get("content_type")?,
+                    attempts: r.try_get::<i64, _>("attempts")? as u32,
+                    head_since: from_ms(r.try_get("head_since")?)?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff_id))]
+    async fn finish_callback(
+        &self,
+        job: &CallbackJob,
+        owner: &str,
+        now: jiff::Timestamp,
+        outcome: CallbackOutcome,
+    ) -> Result<bool, StoreError> {
+        let now_ms = ms(now);
+        let (state, at, status, error) = match &outcome {
+            CallbackOutcome::Delivered => ("delivered", now_ms, None, None),
+            CallbackOutcome::Retry { at, status, error } => {
+                ("pending", ms(*at), *status, Some(error.as_str()))
+            }
+            CallbackOutcome::Dead { status, error } => {
+                ("dead", now_ms, *status, Some(error.as_str()))
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        let held = sqlx::query(
+            "UPDATE callbacks SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1, \
+             last_status = COALESCE(?3, last_status), last_error = ?4, lease_owner = NULL, lease_expires_at = NULL, \
+             delivered_at = CASE WHEN ?1 = 'delivered' THEN ?5 ELSE NULL END \
+             WHERE id = ?6 AND lease_owner = ?7 AND lease_expires_at > ?5",
+        )
+        .bind(state)
+        .bind(at)
+        .bind(status.map(i64::from))
+        .bind(error)
+        .bind(now_ms)
+        .bind(&job.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if held != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if outcome == CallbackOutcome::Delivered {
+            // The next callback reaches the head now: its deadline starts.
+            sqlx::query(
+                "UPDATE callbacks SET head_since = ? WHERE handoff_id = ? AND sequence = ? AND state = 'pending'",
+            )
+            .bind(now_ms)
+            .bind(job.handoff_id.as_str())
+            .bind(job.sequence as i64 + 1)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn callback_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS depth, \
+             MIN(created_at) FILTER (WHERE state = 'pending') AS oldest, \
+             COUNT(*) FILTER (WHERE state = 'dead') AS dead FROM callbacks",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        Ok(QueueStats {
+            depth: row.try_get::<i64, _>("depth")? as u64,
+            oldest_age_s: oldest.map_or(0.0, |o| ((ms(now) - o).max(0) as f64) / 1000.0),
+            dead: row.try_get::<i64, _>("dead")? as u64,
+        })
+    }
+
+    async fn callbacks_of(
+        &self,
+        id: &HandoffId,
+    ) -> Result<Vec<(u64, String, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sequence, event_type, body FROM callbacks WHERE handoff_id = ? ORDER BY sequence",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("sequence")? as u64,
+                    r.try_get("event_type")?,
+                    r.try_get("body")?,
+                ))
+            })
+            .collect()
     }
 
     async fn close(&self) {

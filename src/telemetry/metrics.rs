@@ -42,6 +42,25 @@ pub struct UpstreamLabels {
     pub upstream: &'static str,
 }
 
+/// Labels of `bcci_postal_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// webhook, poll
+    pub source: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoffLabels {
+    pub kind: &'static str,
+    pub status: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -59,6 +78,11 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub queue_oldest_age: Family<QueueLabels, Gauge<f64, AtomicU64>>,
     pub dead_letters: Family<QueueLabels, Gauge>,
+    pub postal_events: Family<EventLabels, Counter>,
+    pub last_carrier_event: Gauge<f64, AtomicU64>,
+    pub callbacks: Family<OutcomeLabels, Counter>,
+    pub callback_duration: Histogram,
+    pub handoffs: Family<HandoffLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -137,9 +161,45 @@ impl Metrics {
             "Jobs that ran out of retries and wait for an operator (whole store)",
             dead_letters.clone(),
         );
+        let postal_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "postal_events",
+            "Status reports from Vietnam Post, by source and what they did",
+            postal_events.clone(),
+        );
+        let last_carrier_event = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_carrier_event_timestamp_seconds",
+            "Unix time at which the last status report from Vietnam Post was stored",
+            last_carrier_event.clone(),
+        );
+        let callbacks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "callbacks",
+            "Callback delivery attempts to intake systems, by outcome",
+            callbacks.clone(),
+        );
+        let callback_duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        registry.register_with_unit(
+            "callback_duration",
+            "Duration of callback deliveries",
+            Unit::Seconds,
+            callback_duration.clone(),
+        );
+        let handoffs = Family::<HandoffLabels, Gauge>::default();
+        registry.register(
+            "handoffs",
+            "Handoffs in the store by kind and status (whole store)",
+            handoffs.clone(),
+        );
         Self {
             registry,
             handoffs_received,
+            postal_events,
+            last_carrier_event,
+            callbacks,
+            callback_duration,
+            handoffs,
             postal_requests,
             postal_request_duration,
             duplicate_orders,
@@ -148,6 +208,13 @@ impl Metrics {
             queue_oldest_age,
             dead_letters,
         }
+    }
+
+    /// Counts one carrier status report.
+    pub fn postal_event(&self, source: &'static str, outcome: &'static str) {
+        self.postal_events
+            .get_or_create(&EventLabels { source, outcome })
+            .inc();
     }
 
     /// Counts one call to Vietnam Post and its duration.

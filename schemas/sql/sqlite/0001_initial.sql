@@ -63,7 +63,8 @@ CREATE INDEX timeline_by_carrier_event ON timeline (tracking_number, carrier_cod
 CREATE TABLE postal_jobs (
     id                  INTEGER PRIMARY KEY AUTOINCREMENT,
     handoff_id          TEXT NOT NULL REFERENCES handoffs (id),
-    operation           TEXT NOT NULL,
+    operation           TEXT NOT NULL,          -- create | cancel | cancel_duplicate
+    target              TEXT NOT NULL DEFAULT '',  -- cancel_duplicate: the order's originalID
     state               TEXT NOT NULL,          -- pending | done | dead
     attempts            INTEGER NOT NULL DEFAULT 0,
     next_attempt_at     INTEGER NOT NULL,
@@ -77,7 +78,7 @@ CREATE TABLE postal_jobs (
     last_error          TEXT,
     created_at          INTEGER NOT NULL,
     updated_at          INTEGER NOT NULL,
-    UNIQUE (handoff_id, operation)
+    UNIQUE (handoff_id, operation, target)
 );
 CREATE INDEX postal_jobs_due ON postal_jobs (state, next_attempt_at);
 
@@ -103,3 +104,12 @@ CREATE TABLE callbacks (
     UNIQUE (handoff_id, sequence)
 );
 CREATE INDEX callbacks_due ON callbacks (state, next_attempt_at);
+
+-- Carrier reports the gateway could not understand, kept raw for operators.
+CREATE TABLE carrier_inbox (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    source              TEXT NOT NULL,
+    received_at         INTEGER NOT NULL,
+    problem             TEXT NOT NULL,
+    raw                 TEXT                    -- personal: may carry names or addresses
+);

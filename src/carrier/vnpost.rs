@@ -1,1 +1,0 @@
-//! The MyVNPost customer-partner API (vnpost-api.md).

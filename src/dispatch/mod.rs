@@ -1,0 +1,423 @@
+//! The postal worker: claims create jobs, calls Vietnam Post through the
+//! carrier trait, and commits each outcome with its effects.
+
+pub mod guard;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+
+use crate::carrier::{CallFailure, Carrier, CarrierOrder, OrderRequest};
+use crate::clock::Clock;
+use crate::config::{CallbackFormat, Settings};
+use crate::domain::callback::BodyFormat;
+use crate::domain::time::vietnam;
+use crate::domain::{CreateStep, PostalOrder, Status};
+use crate::lifecycle::Lifecycle;
+use crate::store::{PostalJob, PostalOperation, PostalOutcome, SharedStore};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::QueueLabels;
+use guard::{CallResult, PostalGuard};
+use plan::{JobView, Observation, Plan, Rules};
+
+/// Whether a step found work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executed {
+    Worked,
+    Idle,
+}
+
+/// Where a client's orders go and how its callbacks are written.
+#[derive(Debug, Clone)]
+struct ClientRoute {
+    customer_code: String,
+    format: BodyFormat,
+}
+
+/// The postal worker of one process.
+pub struct Dispatcher {
+    store: SharedStore,
+    carrier: Arc<dyn Carrier>,
+    clock: Arc<dyn Clock>,
+    guard: Arc<PostalGuard>,
+    metrics: Arc<Metrics>,
+    owner: String,
+    rules: Rules,
+    lease: Duration,
+    call_timeout: Duration,
+    clients: HashMap<String, ClientRoute>,
+    default_customer_code: String,
+    default_service_code: String,
+}
+
+impl Dispatcher {
+    pub fn new(
+        settings: &Settings,
+        store: SharedStore,
+        carrier: Arc<dyn Carrier>,
+        clock: Arc<dyn Clock>,
+        guard: Arc<PostalGuard>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let clients = settings
+            .intake
+            .clients
+            .iter()
+            .map(|c| {
+                let customer_code = if c.customer_code.is_empty() {
+                    settings.postal.customer_code.clone()
+                } else {
+                    c.customer_code.clone()
+                };
+                let format = match c.callback_format {
+                    CallbackFormat::Json => BodyFormat::Json,
+                    CallbackFormat::Xml => BodyFormat::Xml,
+                };
+                (
+                    c.name.clone(),
+                    ClientRoute {
+                        customer_code,
+                        format,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            store,
+            carrier,
+            clock,
+            guard,
+            metrics,
+            owner: format!("dispatch-{}", ulid::Ulid::new()),
+            rules: Rules {
+                retry: settings.retry.policy(),
+                lookup_delay: Duration::from_secs(settings.postal.lookup_delay_s),
+            },
+            lease: Duration::from_secs(settings.store.lease_s),
+            call_timeout: settings.postal_timeout(),
+            clients,
+            default_customer_code: settings.postal.customer_code.clone(),
+            default_service_code: settings.postal.default_service_code.clone(),
+        }
+    }
+
+    /// Claims one due job and carries it out.
+    pub async fn try_execute(&self) -> anyhow::Result<Executed> {
+        let now = self.clock.now();
+        let jobs = self
+            .store
+            .claim_postal_jobs(&self.owner, now, self.lease, 1)
+            .await?;
+        let Some(job) = jobs.into_iter().next() else {
+            return Ok(Executed::Idle);
+        };
+        match job.operation {
+            PostalOperation::Create => self.create(job).await?,
+            PostalOperation::CancelDuplicate => self.cancel_duplicate(job).await?,
+        }
+        Ok(Executed::Worked)
+    }
+
+    /// Works until no job is due (tests drive time themselves).
+    pub async fn run_until_idle(&self) -> anyhow::Result<()> {
+        while self.try_execute().await? == Executed::Worked {}
+        Ok(())
+    }
+
+    /// Runs `workers` concurrent workers until the lifecycle drains; each
+    /// finishes the call it is making.
+    pub async fn run(self: Arc<Self>, lifecycle: Lifecycle, workers: usize, poll: Duration) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers.max(1) {
+            let me = self.clone();
+            let lc = lifecycle.clone();
+            tasks.spawn(async move {
+                while !lc.is_draining() {
+                    match me.try_execute().await {
+                        Ok(Executed::Worked) => {}
+                        Ok(Executed::Idle) => {
+                            tokio::select! {
+                                () = tokio::time::sleep(poll) => {}
+                                () = lc.drained() => {}
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "postal worker step failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            });
+        }
+        tasks.spawn(self.clone().export_queue_metrics(lifecycle));
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn export_queue_metrics(self: Arc<Self>, lifecycle: Lifecycle) {
+        while !lifecycle.is_draining() {
+            if let Ok(stats) = self.store.postal_queue_stats(self.clock.now()).await {
+                let labels = QueueLabels { queue: "postal" };
+                self.metrics
+                    .queue_depth
+                    .get_or_create(&labels)
+                    .set(stats.depth as i64);
+                self.metrics
+                    .queue_oldest_age
+                    .get_or_create(&labels)
+                    .set(stats.oldest_age_s);
+                self.metrics
+                    .dead_letters
+                    .get_or_create(&labels)
+                    .set(stats.dead as i64);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = lifecycle.drained() => {}
+            }
+        }
+    }
+
+    fn route(&self, client: &str) -> ClientRoute {
+        self.clients.get(client).cloned().unwrap_or(ClientRoute {
+            customer_code: self.default_customer_code.clone(),
+            format: BodyFormat::Json,
+        })
+    }
+
+    async fn finish(&self, job: &PostalJob, outcome: PostalOutcome) -> anyhow::Result<()> {
+        let held = self
+            .store
+            .finish_postal_job(job, &self.owner, self.clock.now(), outcome)
+            .await?;
+        if !held {
+            tracing::warn!(handoff_id = %job.handoff.id, "lease lost; the outcome was not committed");
+        }
+        Ok(())
+    }
+
+    /// Waits for the guard, then checks that the lease still covers a call.
+    async fn may_call(&self, job: &PostalJob) -> bool {
+        self.guard.permit().await;
+        let remaining = job.lease_expires_at.duration_since(self.clock.now());
+        remaining >= SignedDuration::try_from(self.call_timeout).unwrap_or(SignedDuration::MAX)
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id, step = %job.step))]
+    async fn create(&self, job: PostalJob) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let route = self.route(&job.handoff.client);
+        let view = JobView {
+            step: job.step,
+            attempts: job.attempts,
+            first_attempt_at: job.first_attempt_at.unwrap_or(now),
+            refusal: job.refusal.clone(),
+        };
+        if let Some(started_at) = job.interrupted_at {
+            let decided = plan::plan(
+                &view,
+                Observation::Interrupted { started_at },
+                now,
+                &self.rules,
+                rand::random(),
+            );
+            return self.finish(&job, self.outcome(decided, route.format)).await;
+        }
+        if !matches!(job.handoff.status, Status::Received | Status::Failed) {
+            // The order was adopted another way (a webhook revealed it).
+            let note = Some(format!("handoff already {}", job.handoff.status));
+            return self.finish(&job, PostalOutcome::Complete { note }).await;
+        }
+        let Some(request) = job.request.clone() else {
+            let reason =
+                "the handoff's personal data was erased before an order was created".to_owned();
+            return self
+                .finish(
+                    &job,
+                    PostalOutcome::Fail {
+                        reason,
+                        format: route.format,
+                    },
+                )
+                .await;
+        };
+        if !self.may_call(&job).await {
+            let outcome = PostalOutcome::Reschedule {
+                step: job.step,
+                at: self.clock.now(),
+                refusal: job.refusal.clone(),
+                last_error: None,
+            };
+            return self.finish(&job, outcome).await;
+        }
+        let started = self.clock.now();
+        if !self
+            .store
+            .start_postal_attempt(&job, &self.owner, started)
+            .await?
+        {
+            tracing::warn!("lease lost before the call; not calling");
+            return Ok(());
+        }
+        let view = JobView {
+            attempts: job.attempts + 1,
+            first_attempt_at: job.first_attempt_at.unwrap_or(started),
+            ..view
+        };
+        let observed = match job.step {
+            CreateStep::Call | CreateStep::CallAfterLookup => {
+                let order = OrderRequest {
+                    handoff_id: job.handoff.id.clone(),
+                    customer_code: route.customer_code.clone(),
+                    kind: job.handoff.kind,
+                    service_code: request
+                        .service_code
+                        .clone()
+                        .unwrap_or_else(|| self.default_service_code.clone()),
+                    request,
+                };
+                match self.carrier.create_order(&order).await {
+                    Ok(o) => Observation::Created(o),
+                    Err(f) => Observation::CreateFailed(f),
+                }
+            }
+            CreateStep::Lookup | CreateStep::LookupThenReject => {
+                let first = job
+                    .first_create_at
+                    .or(job.first_attempt_at)
+                    .unwrap_or(started);
+                let from = first.to_zoned(vietnam()).date();
+                let to = self.clock.now().to_zoned(vietnam()).date();
+                match self
+                    .carrier
+                    .find_orders(job.handoff.id.as_str(), from, to)
+                    .await
+                {
+                    Ok(found) => Observation::Found(found),
+                    Err(f) => Observation::LookupFailed(f),
+                }
+            }
+        };
+        self.guard.record(match &observed {
+            Observation::CreateFailed(f @ CallFailure::Transient { .. })
+            | Observation::LookupFailed(f @ CallFailure::Transient { .. }) => CallResult::Failed {
+                retry_after: f.retry_after(),
+            },
+            _ => CallResult::Answered,
+        });
+        let decided = plan::plan(
+            &view,
+            observed,
+            self.clock.now(),
+            &self.rules,
+            rand::random(),
+        );
+        if let Plan::Reschedule { error, .. } = &decided {
+            tracing::info!(error = %error, "postal job rescheduled");
+        }
+        self.finish(&job, self.outcome(decided, route.format)).await
+    }
+
+    fn outcome(&self, decided: Plan, format: BodyFormat) -> PostalOutcome {
+        match decided {
+            Plan::Reschedule {
+                step,
+                at,
+                refusal,
+                error,
+            } => PostalOutcome::Reschedule {
+                step,
+                at,
+                refusal,
+                last_error: Some(error),
+            },
+            Plan::Adopt { order, duplicates } => {
+                if !duplicates.is_empty() {
+                    self.metrics
+                        .duplicate_orders
+                        .inc_by(duplicates.len() as u64);
+                    tracing::error!(
+                        count = duplicates.len(),
+                        "duplicate Vietnam Post orders found; cancelling them"
+                    );
+                }
+                PostalOutcome::Adopt {
+                    order: postal_order(&order),
+                    duplicates: duplicates.into_iter().map(|o| o.original_id).collect(),
+                    format,
+                }
+            }
+            Plan::Reject { reason } => PostalOutcome::Reject { reason, format },
+            Plan::Fail { reason } => PostalOutcome::Fail { reason, format },
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
+    async fn cancel_duplicate(&self, job: PostalJob) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        if !self.may_call(&job).await {
+            let outcome = PostalOutcome::Reschedule {
+                step: job.step,
+                at: self.clock.now(),
+                refusal: None,
+                last_error: None,
+            };
+            return self.finish(&job, outcome).await;
+        }
+        if !self
+            .store
+            .start_postal_attempt(&job, &self.owner, now)
+            .await?
+        {
+            return Ok(());
+        }
+        let answer = self.carrier.cancel_order(&job.target).await;
+        self.guard.record(match &answer {
+            Err(f @ CallFailure::Transient { .. }) => CallResult::Failed {
+                retry_after: f.retry_after(),
+            },
+            _ => CallResult::Answered,
+        });
+        let outcome = match answer {
+            Ok(answer) => PostalOutcome::Complete {
+                note: Some(format!("duplicate order cancel: {answer:?}")),
+            },
+            Err(CallFailure::Refused { message }) => PostalOutcome::Complete {
+                note: Some(format!("duplicate order cancel refused: {message}")),
+            },
+            Err(failure) => {
+                let first = job.first_attempt_at.unwrap_or(now);
+                match self.rules.retry.next(
+                    job.attempts + 1,
+                    first,
+                    self.clock.now(),
+                    failure.retry_after(),
+                    rand::random(),
+                ) {
+                    crate::domain::retry::Next::RetryAt(at) => PostalOutcome::Reschedule {
+                        step: job.step,
+                        at,
+                        refusal: None,
+                        last_error: Some(format!("{failure:?}")),
+                    },
+                    crate::domain::retry::Next::GiveUp => PostalOutcome::Fail {
+                        reason: "could not cancel a duplicate order".into(),
+                        format: BodyFormat::Json,
+                    },
+                }
+            }
+        };
+        self.finish(&job, outcome).await
+    }
+}
+
+fn postal_order(o: &CarrierOrder) -> PostalOrder {
+    PostalOrder {
+        order_id: o.order_id.clone(),
+        original_id: o.original_id.clone(),
+        tracking_number: o.tracking_number.clone(),
+        postage_vnd: o.postage_vnd,
+    }
+}

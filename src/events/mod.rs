@@ -1,0 +1,335 @@
+//! Vietnam Post's status reports: the webhook receiver (and, later, the
+//! reconciliation poller), both feeding the same state machine.
+
+pub mod record;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use ipnet::IpNet;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::domain::callback::BodyFormat;
+use crate::domain::state_machine::CarrierEvent;
+use crate::domain::{CarrierInfo, Effect, PostalOrder, Source};
+use crate::store::{EventOutcome, IncomingCarrierEvent, SharedStore};
+use crate::telemetry::Metrics;
+use record::{StatusRecord, parse_record, parse_vietnam_time};
+
+/// What the webhook receiver needs.
+#[derive(Clone)]
+pub struct EventsState {
+    pub store: SharedStore,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    /// SHA-256 of each accepted webhook key (compared in constant time).
+    key_hashes: Arc<Vec<[u8; 32]>>,
+    allow: Arc<Vec<IpNet>>,
+    trusted_proxies: Arc<Vec<IpNet>>,
+    max_body_bytes: usize,
+    pub formats: Arc<HashMap<String, BodyFormat>>,
+}
+
+impl EventsState {
+    pub fn new(
+        settings: &Settings,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            metrics,
+            key_hashes: Arc::new(
+                settings
+                    .postal
+                    .webhook_keys
+                    .iter()
+                    .map(|k| Sha256::digest(k.expose_secret().as_bytes()).into())
+                    .collect(),
+            ),
+            allow: Arc::new(settings.postal.webhook_allow_ips.clone()),
+            trusted_proxies: Arc::new(settings.server.trusted_proxies.clone()),
+            max_body_bytes: settings.postal.webhook_max_body_bytes,
+            formats: Arc::new(callback_formats(settings)),
+        }
+    }
+
+    fn key_ok(&self, key: &str) -> bool {
+        let given: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        // Every key is compared, so timing says nothing about which matched.
+        self.key_hashes
+            .iter()
+            .fold(0u8, |acc, k| acc | k.ct_eq(&given).unwrap_u8())
+            == 1
+    }
+
+    fn address_allowed(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        if self.allow.is_empty() {
+            return true;
+        }
+        let client = client_address(peer, headers, &self.trusted_proxies);
+        self.allow.iter().any(|net| net.contains(&client))
+    }
+}
+
+/// Each client's callback format.
+pub fn callback_formats(settings: &Settings) -> HashMap<String, BodyFormat> {
+    settings
+        .intake
+        .clients
+        .iter()
+        .map(|c| {
+            let f = match c.callback_format {
+                crate::config::CallbackFormat::Json => BodyFormat::Json,
+                crate::config::CallbackFormat::Xml => BodyFormat::Xml,
+            };
+            (c.name.clone(), f)
+        })
+        .collect()
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the
+/// nearest untrusted address of `X-Forwarded-For`.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// The webhook route, served on the main listener.
+pub fn router(state: EventsState) -> Router {
+    Router::new()
+        .route("/v1/postal/vnpost/events/{webhook_key}", post(receive))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        if status.is_success() {
+            header::HeaderValue::from_static("application/json")
+        } else {
+            header::HeaderValue::from_static("application/problem+json")
+        },
+    );
+    r
+}
+
+fn problem(status: StatusCode, slug: &str, detail: &str, headers: &HeaderMap) -> Response {
+    answer(
+        status,
+        json!({
+            "type": format!("urn:bcci:problem:{slug}"),
+            "title": detail,
+            "status": status.as_u16(),
+            "detail": detail,
+            "instance": crate::intake::request_id(headers),
+            "errors": [],
+        }),
+    )
+}
+
+#[tracing::instrument(skip_all)]
+async fn receive(
+    State(state): State<EventsState>,
+    Path(key): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let m = &state.metrics;
+    if !state.key_ok(&key) {
+        m.postal_event("webhook", "unauthorized");
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown webhook key",
+            &headers,
+        );
+    }
+    if !state.address_allowed(peer.ip(), &headers) {
+        m.postal_event("webhook", "forbidden");
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "address not allowed",
+            &headers,
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "the body exceeds postal.webhook_max_body_bytes",
+                &headers,
+            );
+        }
+    };
+    let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "the body is not JSON",
+            &headers,
+        );
+    };
+    let Some(records) = doc.get("data").and_then(Value::as_array) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "data is not an array",
+            &headers,
+        );
+    };
+    let send_date = doc
+        .get("sendDate")
+        .and_then(Value::as_str)
+        .and_then(parse_vietnam_time);
+    match record_batch(&state, records, send_date, Source::Webhook).await {
+        Ok(()) => answer(StatusCode::OK, json!({"success": true})),
+        Err(e) => {
+            tracing::error!(error = %e, "webhook batch not stored");
+            let mut r = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store is unavailable",
+                &headers,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            r
+        }
+    }
+}
+
+/// Stores a batch: understood records through the state machine, the others
+/// raw. Returns once everything is durable.
+pub async fn record_batch(
+    state: &EventsState,
+    records: &[Value],
+    send_date: Option<jiff::Timestamp>,
+    source: Source,
+) -> anyhow::Result<()> {
+    let now = state.clock.now();
+    let label = match source {
+        Source::Poll => "poll",
+        _ => "webhook",
+    };
+    let mut events = Vec::with_capacity(records.len());
+    for raw in records {
+        match parse_record(raw, send_date) {
+            Ok(r) => events.push(incoming(r, raw, source)),
+            Err(problem) => {
+                state
+                    .store
+                    .store_malformed(source, &raw.to_string(), &problem, now)
+                    .await?;
+                state.metrics.postal_event(label, "malformed");
+                tracing::warn!(problem = %problem, "malformed carrier record stored raw");
+            }
+        }
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    let outcomes = state
+        .store
+        .apply_carrier_events(events, &state.formats, now)
+        .await?;
+    for outcome in outcomes {
+        let name = match outcome {
+            EventOutcome::UnknownOrder => "unknown_order",
+            EventOutcome::Recorded { effect, .. } => effect_label(effect),
+        };
+        state.metrics.postal_event(label, name);
+    }
+    state
+        .metrics
+        .last_carrier_event
+        .set(now.as_millisecond() as f64 / 1000.0);
+    Ok(())
+}
+
+fn effect_label(effect: Effect) -> &'static str {
+    effect.as_str()
+}
+
+fn incoming(r: StatusRecord, raw: &Value, source: Source) -> IncomingCarrierEvent {
+    let order = match (&r.order_id, &r.original_id, &r.tracking_number) {
+        (Some(order_id), Some(original_id), Some(_)) => Some(PostalOrder {
+            order_id: order_id.clone(),
+            original_id: original_id.clone(),
+            tracking_number: r.tracking_number.clone(),
+            postage_vnd: r.total_fee,
+        }),
+        _ => None,
+    };
+    IncomingCarrierEvent {
+        sale_order_code: r.sale_order_code,
+        tracking_number: r.tracking_number,
+        order,
+        event: CarrierEvent {
+            source,
+            code: r.code,
+            occurred_at: r.occurred_at,
+        },
+        carrier: CarrierInfo {
+            code: r.code,
+            text: r.text,
+            location: r.location,
+        },
+        raw: Some(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let outsider: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            client_address(proxy, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_address(outsider, &h, &trusted), outsider);
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
+    }
+}

@@ -1,0 +1,248 @@
+//! The relay: signed callbacks to intake systems, in sequence per handoff,
+//! on the durable retry schedule.
+
+pub mod signature;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::domain::retry::{Next, RetryPolicy};
+use crate::lifecycle::Lifecycle;
+use crate::store::{CallbackJob, CallbackOutcome, SharedStore};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{OutcomeLabels, QueueLabels};
+use signature::SigningKey;
+
+/// Where a client's callbacks go.
+#[derive(Debug, Clone)]
+struct Target {
+    url: String,
+    keys: Vec<SigningKey>,
+}
+
+/// Whether a step found work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executed {
+    Worked,
+    Idle,
+}
+
+/// The callback worker of one process.
+pub struct Relay {
+    store: SharedStore,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    http: reqwest::Client,
+    targets: HashMap<String, Target>,
+    policy: RetryPolicy,
+    owner: String,
+    lease: Duration,
+}
+
+impl Relay {
+    pub fn new(
+        settings: &Settings,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let targets = settings
+            .intake
+            .clients
+            .iter()
+            .map(|c| {
+                let keys = c
+                    .callback_secrets
+                    .iter()
+                    .filter_map(|s| SigningKey::parse(s.expose_secret()))
+                    .collect();
+                (
+                    c.name.clone(),
+                    Target {
+                        url: c.callback_url.clone(),
+                        keys,
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            store,
+            clock,
+            metrics,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_millis(settings.intake.timeout_ms))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            targets,
+            policy: settings.retry.policy(),
+            owner: format!("relay-{}", ulid::Ulid::new()),
+            lease: Duration::from_secs(settings.store.lease_s),
+        })
+    }
+
+    /// Claims one deliverable callback and attempts it.
+    pub async fn try_execute(&self) -> anyhow::Result<Executed> {
+        let jobs = self
+            .store
+            .claim_callbacks(&self.owner, self.clock.now(), self.lease, 1)
+            .await?;
+        let Some(job) = jobs.into_iter().next() else {
+            return Ok(Executed::Idle);
+        };
+        let outcome = self.deliver(&job).await;
+        let held = self
+            .store
+            .finish_callback(&job, &self.owner, self.clock.now(), outcome)
+            .await?;
+        if !held {
+            tracing::warn!(handoff_id = %job.handoff_id, "callback lease lost; outcome not committed");
+        }
+        Ok(Executed::Worked)
+    }
+
+    /// Works until no callback is deliverable now.
+    pub async fn run_until_idle(&self) -> anyhow::Result<()> {
+        while self.try_execute().await? == Executed::Worked {}
+        Ok(())
+    }
+
+    /// Runs `workers` concurrent workers until the lifecycle drains.
+    pub async fn run(self: Arc<Self>, lifecycle: Lifecycle, workers: usize, poll: Duration) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers.max(1) {
+            let me = self.clone();
+            let lc = lifecycle.clone();
+            tasks.spawn(async move {
+                while !lc.is_draining() {
+                    match me.try_execute().await {
+                        Ok(Executed::Worked) => {}
+                        Ok(Executed::Idle) => {
+                            tokio::select! {
+                                () = tokio::time::sleep(poll) => {}
+                                () = lc.drained() => {}
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "callback worker step failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            });
+        }
+        let me = self.clone();
+        tasks.spawn(async move {
+            while !lifecycle.is_draining() {
+                if let Ok(stats) = me.store.callback_queue_stats(me.clock.now()).await {
+                    let labels = QueueLabels { queue: "callback" };
+                    me.metrics
+                        .queue_depth
+                        .get_or_create(&labels)
+                        .set(stats.depth as i64);
+                    me.metrics
+                        .queue_oldest_age
+                        .get_or_create(&labels)
+                        .set(stats.oldest_age_s);
+                    me.metrics
+                        .dead_letters
+                        .get_or_create(&labels)
+                        .set(stats.dead as i64);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    () = lifecycle.drained() => {}
+                }
+            }
+        });
+        while tasks.join_next().await.is_some() {}
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.metrics
+            .callbacks
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff_id, sequence = job.sequence))]
+    async fn deliver(&self, job: &CallbackJob) -> CallbackOutcome {
+        let Some(target) = self.targets.get(&job.client) else {
+            return self.retry_or_die(job, None, None, "the client is no longer configured".into());
+        };
+        let timestamp = self.clock.now().as_second();
+        let signature = signature::sign(&target.keys, &job.id, timestamp, &job.body);
+        let started = Instant::now();
+        let sent = self
+            .http
+            .post(&target.url)
+            .header("content-type", &job.content_type)
+            .header("webhook-id", &job.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(job.body.clone())
+            .send()
+            .await;
+        self.metrics
+            .callback_duration
+            .observe(started.elapsed().as_secs_f64());
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                self.count("delivered");
+                CallbackOutcome::Delivered
+            }
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                // The intake system may be mid-deploy: 4xx is retried too, but counted apart.
+                if (400..500).contains(&status) && status != 408 && status != 429 {
+                    self.count("rejected_4xx");
+                }
+                self.retry_or_die(job, Some(status), retry_after, format!("answered {status}"))
+            }
+            Err(e) => {
+                let what = if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "could not connect or send"
+                };
+                self.retry_or_die(job, None, None, what.into())
+            }
+        }
+    }
+
+    fn retry_or_die(
+        &self,
+        job: &CallbackJob,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        error: String,
+    ) -> CallbackOutcome {
+        match self.policy.next(
+            job.attempts + 1,
+            job.head_since,
+            self.clock.now(),
+            retry_after,
+            rand::random(),
+        ) {
+            Next::RetryAt(at) => {
+                self.count("retry");
+                CallbackOutcome::Retry { at, status, error }
+            }
+            Next::GiveUp => {
+                self.count("dead");
+                tracing::warn!(error = %error, "callback dead after its retry deadline");
+                CallbackOutcome::Dead { status, error }
+            }
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! The dispatcher against a stateful fake Vietnam Post (wiremock) that
+//! injects 5xx, 429, answers lost after a create, and token expiry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bcci_gateway::app::{Application, Options};
+use bcci_gateway::clock::{Clock, ManualClock};
+use bcci_gateway::config::Settings;
+use bcci_gateway::dispatch::guard::BreakerSettings;
+use bcci_gateway::domain::{HandoffId, Status};
+use bcci_gateway::intake::auth::token_sha256_hex;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const TOKEN: &str = "dispatch-test-token";
+
+/// What the fake does with one CreateOrder call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// 500 before anything is created.
+    ServerError,
+    /// The order is created, then the answer is lost (500).
+    LostAnswer,
+    /// The order is created, then the answer comes after the client's timeout.
+    SlowAnswer,
+    /// 429 with Retry-After.
+    TooMany,
+    /// 400 refusal.
+    Refuse,
+}
+
+#[derive(Debug, Clone)]
+struct FakeOrder {
+    sale_order_code: String,
+    hdr_id: String,
+    original_id: String,
+    item_code: String,
+}
+
+#[derive(Debug, Clone)]
+struct CreateCall {
+    sale_order_code: String,
+    at: Timestamp,
+    fault: Fault,
+}
+
+struct FakeState {
+    seed: u64,
+    orders: Vec<FakeOrder>,
+    creates: Vec<CreateCall>,
+    token_generation: u64,
+    calls_with_token: u64,
+    logins: u64,
+    /// Fault weights: cumulative thresholds over 0..100.
+    plan: Vec<(u64, Fault)>,
+    refuse_codes: Vec<String>,
+    /// Codes whose first create fails with 500 and whose second creates the
+    /// order but answers with a refusal (an order Vietnam Post did make).
+    fail_then_refuse_codes: Vec<String>,
+}
+
+#[derive(Clone)]
+struct FakeVnPost {
+    state: Arc<Mutex<FakeState>>,
+    clock: Arc<ManualClock>,
+    /// Stale tokens are refused after this many calls.
+    expire_every: u64,
+}
+
+impl FakeVnPost {
+    fn new(clock: Arc<ManualClock>, plan: Vec<(u64, Fault)>) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(FakeState {
+                seed: 0x5eed,
+                orders: Vec::new(),
+                creates: Vec::new(),
+                token_generation: 0,
+                calls_with_token: 0,
+                logins: 0,
+                plan,
+                refuse_codes: Vec::new(),
+                fail_then_refuse_codes: Vec::new(),
+            })),
+            clock,
+            expire_every: 25,
+        }
+    }
+
+    fn roll(s: &mut FakeState) -> u64 {
+        s.seed = s
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s.seed >> 33) % 100
+    }
+
+    fn token_ok(&self, s: &mut FakeState, req: &Request) -> bool {
+        let Some(t) = req.headers.get("token").and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        s.calls_with_token += 1;
+        if s.calls_with_token.is_multiple_of(self.expire_every) {
+            // Every token issued so far expires.
+            s.token_generation += 1;
+        }
+        t == format!("tok-{}", s.token_generation)
+    }
+
+    fn record(o: &FakeOrder) -> Value {
+        json!({
+            "orderHdrID": o.hdr_id, "originalID": o.original_id, "itemCode": o.item_code,
+            "saleOrderCode": o.sale_order_code, "status": 1, "totalFee": 23000
+        })
+    }
+}
+
+impl Respond for FakeVnPost {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut s = self.state.lock().unwrap();
+        match req.url.path() {
+            p if p.ends_with("/GetAccessToken") => {
+                s.logins += 1;
+                s.token_generation += 1;
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "success": true, "errorMessage": null, "token": format!("tok-{}", s.token_generation)
+                }))
+            }
+            _ if !self.token_ok(&mut s, req) => ResponseTemplate::new(401),
+            p if p.ends_with("/CreateOrder") => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap();
+                let code = body["informationOrder"]["saleOrderCode"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let roll = Self::roll(&mut s);
+                let mut fault = s
+                    .plan
+                    .iter()
+                    .find(|(upto, _)| roll < *upto)
+                    .map_or(Fault::None, |(_, f)| *f);
+                if s.refuse_codes.contains(&code) {
+                    fault = Fault::Refuse;
+                }
+                let tries = s
+                    .creates
+                    .iter()
+                    .filter(|c| c.sale_order_code == code)
+                    .count();
+                let refuse_after_create = s.fail_then_refuse_codes.contains(&code) && tries == 1;
+                if s.fail_then_refuse_codes.contains(&code) {
+                    fault = if tries == 0 {
+                        Fault::ServerError
+                    } else {
+                        Fault::Refuse
+                    };
+                }
+                s.creates.push(CreateCall {
+                    sale_order_code: code.clone(),
+                    at: self.clock.now(),
+                    fault,
+                });
+                let create = |s: &mut FakeState| {
+                    let n = s.orders.len() + 1;
+                    let order = FakeOrder {
+                        sale_order_code: code.clone(),
+                        hdr_id: format!("HDR{n:06}"),
+                        original_id: format!("ORIG{n:06}"),
+                        item_code: format!("BK{n:09}VN"),
+                    };
+                    s.orders.push(order.clone());
+                    order
+                };
+                match fault {
+                    Fault::None => {
+                        let order = create(&mut s);
+                        ResponseTemplate::new(200).set_body_json(json!({"data": Self::record(&order)}))
+                    }
+                    Fault::ServerError => ResponseTemplate::new(500),
+                    Fault::LostAnswer => {
+                        create(&mut s);
+                        ResponseTemplate::new(502)
+                    }
+                    Fault::SlowAnswer => {
+                        let order = create(&mut s);
+                        ResponseTemplate::new(200)
+                            .set_body_json(Self::record(&order))
+                            .set_delay(Duration::from_millis(1500))
+                    }
+                    Fault::TooMany => ResponseTemplate::new(429).insert_header("retry-after", "0"),
+                    Fault::Refuse if refuse_after_create => {
+                        create(&mut s);
+                        ResponseTemplate::new(400)
+                            .set_body_json(json!({"success": false, "errorMessage": "Đơn hàng đã tồn tại"}))
+                    }
+                    Fault::Refuse => ResponseTemplate::new(400)
+                        .set_body_json(json!({"success": false, "errorMessage": "Địa chỉ người nhận không hợp lệ"})),
+                }
+            }
+            p if p.ends_with("/GetListOrder") => {
+                let q: HashMap<String, String> = req.url.query_pairs().into_owned().collect();
+                let size: usize = q.get("size").and_then(|v| v.parse().ok()).unwrap_or(500);
+                let page: usize = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let results: Vec<Value> = s
+                    .orders
+                    .iter()
+                    .skip(page * size)
+                    .take(size)
+                    .map(Self::record)
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(json!({"results": results}))
+            }
+            p if p.ends_with("/orderCancel") => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap();
+                let id = body["OriginalId"].as_str().unwrap_or("").to_owned();
+                s.orders.retain(|o| o.original_id != id);
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"Type": "00", "Message": "ok", "OriginalId": id}))
+            }
+            _ => ResponseTemplate::new(404),
+        }
+    }
+}
+
+fn settings(dir: &std::path::Path, base_url: &str) -> Settings {
+    let hash = token_sha256_hex(TOKEN);
+    Settings::from_toml(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[store]
+url = "sqlite://{db}"
+[postal]
+base_url = "{base_url}"
+username = "partner"
+password = "secret"
+customer_code = "T000180585"
+webhook_keys = ["webhook-key-0123456789"]
+timeout_ms = 500
+max_requests_per_second = 100000
+lookup_delay_s = 60
+[[intake.clients]]
+name = "motcua"
+token_sha256s = ["{hash}"]
+requests_per_second = 100000
+callback_url = "http://127.0.0.1:9/cb"
+callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+[admin]
+token_sha256s = ["{hash}"]
+"#,
+        db = dir.join("bcci.db").display()
+    ))
+    .unwrap()
+}
+
+struct Harness {
+    app_store: bcci_gateway::store::SharedStore,
+    dispatcher: Arc<bcci_gateway::dispatch::Dispatcher>,
+    clock: Arc<ManualClock>,
+    fake: FakeVnPost,
+    intake: std::net::SocketAddr,
+    metrics_url: String,
+    _server: MockServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(plan: Vec<(u64, Fault)>, breaker: BreakerSettings) -> Harness {
+    let clock = Arc::new(ManualClock::new(
+        Timestamp::from_second(1_764_057_600).unwrap(),
+    ));
+    let fake = FakeVnPost::new(clock.clone(), plan);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/GetAccessToken"))
+        .respond_with(fake.clone())
+        .mount(&server)
+        .await;
+    for p in ["/CreateOrder", "/orderCancel"] {
+        Mock::given(method("POST"))
+            .and(path(p))
+            .respond_with(fake.clone())
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/GetListOrder"))
+        .respond_with(fake.clone())
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = Application::build_with(
+        settings(dir.path(), &server.uri()),
+        Options {
+            clock: clock.clone(),
+            run_workers: false,
+            breaker,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let h = Harness {
+        app_store: app.store(),
+        dispatcher: app.dispatcher(),
+        clock,
+        fake,
+        intake: app.intake_addr(),
+        metrics_url: format!("http://{}/metrics", app.admin_addr()),
+        _server: server,
+        _dir: dir,
+    };
+    tokio::spawn(app.run_until_stopped());
+    h
+}
+
+impl Harness {
+    async fn submit(&self, n: usize) -> Vec<HandoffId> {
+        let http = reqwest::Client::new();
+        let base: Value = serde_json::from_slice(
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fixtures/requests/valid/return-cod.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let mut body = base.clone();
+            body["request_id"] = json!(format!("D-{i}"));
+            let r = http
+                .post(format!("http://{}/v1/handoffs", self.intake))
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let doc: Value = r.json().await.unwrap();
+            ids.push(HandoffId::parse(doc["id"].as_str().unwrap()).unwrap());
+        }
+        ids
+    }
+
+    /// Runs the dispatcher, moving the clock on, until every handoff left `received`.
+    async fn drive(&self, ids: &[HandoffId], rounds: usize) {
+        for _ in 0..rounds {
+            self.dispatcher.run_until_idle().await.unwrap();
+            let mut waiting = 0;
+            for id in ids {
+                let h = self.app_store.handoff(None, id).await.unwrap().unwrap();
+                if h.status == Status::Received {
+                    waiting += 1;
+                }
+            }
+            if waiting == 0 && self.app_store.count_pending_postal_jobs().await.unwrap() == 0 {
+                return;
+            }
+            self.clock.advance(SignedDuration::from_secs(61));
+        }
+        panic!("handoffs still waiting after {rounds} rounds");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_handoffs_through_faults_get_exactly_one_order_each() {
+    let plan = vec![
+        (12, Fault::ServerError),
+        (22, Fault::LostAnswer),
+        (26, Fault::SlowAnswer),
+        (36, Fault::TooMany),
+    ];
+    let h = harness(
+        plan,
+        BreakerSettings {
+            failures_to_open: 1000,
+            open_for: Duration::from_millis(1),
+        },
+    )
+    .await;
+    let ids = h.submit(200).await;
+    h.drive(&ids, 400).await;
+
+    let (orders, creates, logins) = {
+        let s = h.fake.state.lock().unwrap();
+        (s.orders.clone(), s.creates.clone(), s.logins)
+    };
+    let faults: HashMap<String, usize> = creates.iter().fold(HashMap::new(), |mut m, c| {
+        *m.entry(format!("{:?}", c.fault)).or_default() += 1;
+        m
+    });
+    for f in ["ServerError", "LostAnswer", "SlowAnswer", "TooMany", "None"] {
+        assert!(
+            faults.get(f).copied().unwrap_or(0) > 0,
+            "fault {f} never injected: {faults:?}"
+        );
+    }
+    assert!(logins > 1, "tokens never expired");
+    let mut per_code: HashMap<&str, Vec<&FakeOrder>> = HashMap::new();
+    for o in &orders {
+        per_code
+            .entry(o.sale_order_code.as_str())
+            .or_default()
+            .push(o);
+    }
+    for id in &ids {
+        let found = per_code.get(id.as_str()).cloned().unwrap_or_default();
+        assert_eq!(
+            found.len(),
+            1,
+            "{id}: {} orders at Vietnam Post",
+            found.len()
+        );
+        let handoff = h.app_store.handoff(None, id).await.unwrap().unwrap();
+        assert_eq!(handoff.status, Status::OrderCreated, "{id}");
+        assert_eq!(
+            handoff.tracking_number.as_deref(),
+            Some(found[0].item_code.as_str()),
+            "{id}"
+        );
+        assert_eq!(handoff.postage_vnd, Some(23000));
+    }
+    // No create follows an ambiguous one without the lookup delay in between.
+    let mut last: HashMap<&str, &CreateCall> = HashMap::new();
+    for c in &creates {
+        if let Some(prev) = last.get(c.sale_order_code.as_str())
+            && matches!(
+                prev.fault,
+                Fault::ServerError | Fault::LostAnswer | Fault::SlowAnswer
+            )
+        {
+            assert!(
+                c.at.duration_since(prev.at) >= SignedDuration::from_secs(60),
+                "{}: created again {} after an ambiguous attempt",
+                c.sale_order_code,
+                c.at.duration_since(prev.at)
+            );
+        }
+        last.insert(&c.sale_order_code, c);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_rejects_the_handoff_with_vietnam_posts_message_and_queues_its_callback() {
+    let h = harness(vec![], BreakerSettings::default()).await;
+    let ids = h.submit(2).await;
+    h.fake
+        .state
+        .lock()
+        .unwrap()
+        .refuse_codes
+        .push(ids[0].to_string());
+    h.drive(&ids, 5).await;
+    let rejected = h.app_store.handoff(None, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(rejected.status, Status::Rejected);
+    assert_eq!(
+        rejected.reason.as_deref(),
+        Some("Địa chỉ người nhận không hợp lệ")
+    );
+    let created = h.app_store.handoff(None, &ids[1]).await.unwrap().unwrap();
+    assert_eq!(created.status, Status::OrderCreated);
+    // Each status change is on the timeline with sequence 1 and queued as callback 1.
+    for (id, status) in [(&ids[0], "rejected"), (&ids[1], "order_created")] {
+        let timeline = h.app_store.timeline(id).await.unwrap();
+        assert_eq!(timeline.len(), 1);
+        assert_eq!(timeline[0].sequence, Some(1));
+        assert_eq!(timeline[0].status.map(|s| s.as_str()), Some(status));
+        let callbacks = h.app_store.callbacks_of(id).await.unwrap();
+        assert_eq!(callbacks.len(), 1);
+        let body: Value = serde_json::from_slice(&callbacks[0].2).unwrap();
+        assert_eq!(body["type"], "handoff.status_changed");
+        assert_eq!(body["sequence"], 1);
+        assert_eq!(body["status"], status);
+        assert_eq!(body["previous_status"], "received");
+        assert_eq!(body["handoff_id"], id.as_str());
+    }
+    let created_cb: Value =
+        serde_json::from_slice(&h.app_store.callbacks_of(&ids[1]).await.unwrap()[0].2).unwrap();
+    assert_eq!(
+        created_cb["tracking_number"],
+        created.tracking_number.unwrap().as_str()
+    );
+    assert_eq!(h.fake.state.lock().unwrap().orders.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_on_consecutive_failures_and_closes_after_a_good_probe() {
+    let h = harness(
+        vec![(100, Fault::ServerError)],
+        BreakerSettings {
+            failures_to_open: 3,
+            open_for: Duration::from_millis(300),
+        },
+    )
+    .await;
+    let ids = h.submit(5).await;
+    let metric = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("bcci_circuit_open{upstream=\"postal\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    // Three ambiguous failures open it; the dispatcher then stops calling.
+    let run = tokio::time::timeout(Duration::from_millis(200), h.dispatcher.run_until_idle()).await;
+    assert!(run.is_err() || h.fake.state.lock().unwrap().creates.len() <= 4);
+    let text = reqwest::get(&h.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&text).as_deref(), Some("1"), "{text}");
+    assert_eq!(
+        h.fake.state.lock().unwrap().creates.len(),
+        3,
+        "no calls while open"
+    );
+    // Vietnam Post recovers: the half-open probe succeeds and the breaker closes.
+    h.fake.state.lock().unwrap().plan.clear();
+    h.drive(&ids, 20).await;
+    let text = reqwest::get(&h.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&text).as_deref(), Some("0"), "{text}");
+    for id in &ids {
+        assert_eq!(
+            h.app_store.handoff(None, id).await.unwrap().unwrap().status,
+            Status::OrderCreated
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_an_ambiguous_attempt_is_confirmed_by_a_lookup_that_adopts_the_order() {
+    let h = harness(vec![], BreakerSettings::default()).await;
+    let ids = h.submit(1).await;
+    h.fake
+        .state
+        .lock()
+        .unwrap()
+        .fail_then_refuse_codes
+        .push(ids[0].to_string());
+    h.drive(&ids, 10).await;
+    let handoff = h.app_store.handoff(None, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        handoff.status,
+        Status::OrderCreated,
+        "a refusal after an ambiguous attempt must not reject"
+    );
+    let s = h.fake.state.lock().unwrap();
+    assert_eq!(s.creates.len(), 2);
+    assert_eq!(s.orders.len(), 1);
+    assert_eq!(
+        handoff.tracking_number.as_deref(),
+        Some(s.orders[0].item_code.as_str())
+    );
+}
+
+/// A Vietnam Post whose CreateOrder reads the request, creates the order and
+/// then resets the connection without answering.
+async fn resetting_vnpost() -> (String, Arc<Mutex<Vec<String>>>, Arc<Mutex<u32>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let orders: Arc<Mutex<Vec<String>>> = Arc::default();
+    let creates: Arc<Mutex<u32>> = Arc::default();
+    let (o, c) = (orders.clone(), creates.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let (orders, creates) = (o.clone(), c.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < head_end + 4 + len {
+                        continue;
+                    }
+                    let body =
+                        String::from_utf8_lossy(&buf[head_end + 4..head_end + 4 + len]).to_string();
+                    let answer = if text.starts_with("POST /GetAccessToken") {
+                        json!({"success": true, "token": "t"}).to_string()
+                    } else if text.starts_with("POST /CreateOrder") {
+                        let v: Value = serde_json::from_str(&body).unwrap();
+                        orders.lock().unwrap().push(
+                            v["informationOrder"]["saleOrderCode"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned(),
+                        );
+                        *creates.lock().unwrap() += 1;
+                        // Created; the answer is lost: reset the connection.
+                        let sock = sock.into_std().unwrap();
+                        let sock = socket2::Socket::from(sock);
+                        sock.set_linger(Some(Duration::ZERO)).unwrap();
+                        drop(sock);
+                        return;
+                    } else if text.starts_with("GET /GetListOrder") {
+                        let results: Vec<Value> = orders.lock().unwrap().iter().enumerate().map(|(i, code)| json!({
+                            "orderHdrID": format!("H{i}"), "originalID": format!("O{i}"),
+                            "itemCode": format!("EE{i:09}VN"), "saleOrderCode": code, "totalFee": 15000
+                        })).collect();
+                        json!({"results": results}).to_string()
+                    } else {
+                        "{}".to_owned()
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+                        answer.len(),
+                        answer
+                    );
+                    sock.write_all(resp.as_bytes()).await.unwrap();
+                    buf.clear();
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), orders, creates)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_after_the_request_was_sent_is_followed_by_a_lookup_that_finds_the_order() {
+    let (base, _orders, creates) = resetting_vnpost().await;
+    let clock = Arc::new(ManualClock::new(
+        Timestamp::from_second(1_764_057_600).unwrap(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let app = Application::build_with(
+        settings(dir.path(), &base),
+        Options {
+            clock: clock.clone(),
+            run_workers: false,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (store, dispatcher, intake) = (app.store(), app.dispatcher(), app.intake_addr());
+    tokio::spawn(app.run_until_stopped());
+    let h = Harness {
+        app_store: store,
+        dispatcher,
+        clock,
+        fake: FakeVnPost::new(Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH)), vec![]),
+        intake,
+        metrics_url: String::new(),
+        _server: MockServer::start().await,
+        _dir: dir,
+    };
+    let ids = h.submit(1).await;
+    h.dispatcher.run_until_idle().await.unwrap();
+    assert_eq!(*creates.lock().unwrap(), 1);
+    let still = h.app_store.handoff(None, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        still.status,
+        Status::Received,
+        "no answer: nothing known yet"
+    );
+    // Before the lookup delay nothing is called again.
+    h.clock.advance(SignedDuration::from_secs(30));
+    h.dispatcher.run_until_idle().await.unwrap();
+    assert_eq!(*creates.lock().unwrap(), 1);
+    h.drive(&ids, 5).await;
+    let handoff = h.app_store.handoff(None, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(handoff.status, Status::OrderCreated);
+    assert_eq!(handoff.tracking_number.as_deref(), Some("EE000000000VN"));
+    assert_eq!(
+        *creates.lock().unwrap(),
+        1,
+        "the lookup found the order: no second create"
+    );
+}
