@@ -16,5 +16,6 @@ pub mod intake;
 pub mod lifecycle;
 pub mod probes;
 pub mod relay;
+pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -1,13 +1,16 @@
 //! The `bcci-gateway` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use bcci_gateway::app::Application;
-use bcci_gateway::config::Settings;
+use bcci_gateway::config::{LogSettings, Settings};
+use bcci_gateway::sim::{Credentials, Faults, SimConfig, Simulator};
 use bcci_gateway::telemetry::logging;
 
 #[derive(Parser)]
@@ -42,6 +45,50 @@ enum Command {
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:9090/readyz")]
         url: String,
+    },
+    /// Run the Vietnam Post simulator alone, with fault injection; prints its
+    /// base URL as the first line.
+    PostalSim {
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Where status webhooks are posted (none when absent).
+        #[arg(long, value_name = "URL")]
+        webhook_url: Option<String>,
+        #[arg(long, value_name = "F", default_value_t = 0.0)]
+        error_rate: f64,
+        #[arg(long, value_name = "F", default_value_t = 0.0)]
+        rate_limit_rate: f64,
+        #[arg(long, value_name = "F", default_value_t = 0.0)]
+        lost_answer_rate: f64,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        latency_ms: u64,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        latency_jitter_ms: u64,
+        #[arg(long, value_name = "N", default_value_t = 3600)]
+        token_ttl_s: u64,
+        #[arg(long, value_name = "F", default_value_t = 0.0)]
+        duplicate_webhook_rate: f64,
+        #[arg(long, value_name = "F", default_value_t = 0.0)]
+        reorder_webhook_rate: f64,
+        #[arg(long, value_name = "F", default_value_t = 0.0)]
+        key_variant_rate: f64,
+        /// Most records in one webhook POST.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        batch_size: usize,
+        #[arg(long)]
+        no_webhooks: bool,
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        step_interval_ms: u64,
+        /// How long a new order stays out of GetListOrder.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        list_lag_ms: u64,
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        seed: u64,
+        /// The only login accepted (any when absent).
+        #[arg(long, value_name = "U", requires = "password")]
+        username: Option<String>,
+        #[arg(long, value_name = "P", requires = "username")]
+        password: Option<String>,
     },
     /// Operator actions.
     Admin {
@@ -131,6 +178,59 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::PostalSim {
+            listen,
+            webhook_url,
+            error_rate,
+            rate_limit_rate,
+            lost_answer_rate,
+            latency_ms,
+            latency_jitter_ms,
+            token_ttl_s,
+            duplicate_webhook_rate,
+            reorder_webhook_rate,
+            key_variant_rate,
+            batch_size,
+            no_webhooks,
+            step_interval_ms,
+            list_lag_ms,
+            seed,
+            username,
+            password,
+        } => {
+            logging::init(&LogSettings::default());
+            let faults = Faults {
+                error_rate,
+                rate_limit_rate,
+                latency_ms,
+                latency_jitter_ms,
+                lost_answer_rate,
+                token_ttl_ms: token_ttl_s.saturating_mul(1000),
+                duplicate_webhook_rate,
+                reorder_webhook_rate,
+                key_variant_rate,
+                batch_size,
+                webhooks_enabled: !no_webhooks,
+            };
+            let config = SimConfig {
+                listen,
+                credentials: username
+                    .zip(password)
+                    .map(|(username, password)| Credentials { username, password }),
+                webhook_url,
+                step_interval: Duration::from_millis(step_interval_ms),
+                list_lag: Duration::from_millis(list_lag_ms),
+                seed,
+                faults,
+                ..SimConfig::default()
+            };
+            let sim = Simulator::start(config).await?;
+            // Tests read the base URL from the first line.
+            println!("{}", sim.base_url());
+            shutdown_signal().await;
+            sim.shutdown().await;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Admin {
             action: AdminAction::Token {
