@@ -61,6 +61,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A built gateway: listeners bound, store open, not yet serving.
 pub struct Application {
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
     dispatcher: Arc<Dispatcher>,
     relay: Arc<Relay>,
     run_workers: bool,
@@ -149,6 +151,8 @@ impl Application {
                 )
             })?;
         Ok(Self {
+            metrics,
+            clock,
             dispatcher,
             relay,
             run_workers: options.run_workers,
@@ -224,8 +228,14 @@ impl Application {
                 .relay
                 .clone()
                 .run(lc.clone(), CALLBACK_WORKERS, POLL_INTERVAL);
+            let gauges = export_store_gauges(
+                self.store.clone(),
+                self.metrics.clone(),
+                self.clock.clone(),
+                lc.clone(),
+            );
             Some(tokio::spawn(async move {
-                tokio::join!(dispatch, relay);
+                tokio::join!(dispatch, relay, gauges);
             }))
         } else {
             None
@@ -253,6 +263,59 @@ impl Application {
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How often the gauges that describe the whole store are refreshed.
+const STORE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Exports the gauges that describe the whole store (every process does;
+/// dashboards aggregate them with `max`).
+async fn export_store_gauges(
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    lifecycle: Lifecycle,
+) {
+    use crate::telemetry::metrics::{HandoffLabels, QueueLabels};
+    while !lifecycle.is_draining() {
+        let now = clock.now();
+        for (queue, stats) in [
+            ("postal", store.postal_queue_stats(now).await),
+            ("callback", store.callback_queue_stats(now).await),
+        ] {
+            if let Ok(stats) = stats {
+                let labels = QueueLabels { queue };
+                metrics
+                    .queue_depth
+                    .get_or_create(&labels)
+                    .set(stats.depth as i64);
+                metrics
+                    .queue_oldest_age
+                    .get_or_create(&labels)
+                    .set(stats.oldest_age_s);
+                metrics
+                    .dead_letters
+                    .get_or_create(&labels)
+                    .set(stats.dead as i64);
+            }
+        }
+        if let Ok(counts) = store.handoff_counts().await {
+            metrics.handoffs.clear();
+            for (kind, status, n) in counts {
+                metrics
+                    .handoffs
+                    .get_or_create(&HandoffLabels {
+                        kind: kind.as_str(),
+                        status: status.as_str(),
+                    })
+                    .set(n as i64);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(STORE_GAUGE_INTERVAL) => {}
+            () = lifecycle.drained() => {}
+        }
     }
 }
 

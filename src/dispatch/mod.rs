@@ -19,7 +19,6 @@ use crate::domain::{CreateStep, PostalOrder, Status};
 use crate::lifecycle::Lifecycle;
 use crate::store::{PostalJob, PostalOperation, PostalOutcome, SharedStore};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::QueueLabels;
 use guard::{CallResult, PostalGuard};
 use plan::{JobView, Observation, Plan, Rules};
 
@@ -152,32 +151,7 @@ impl Dispatcher {
                 }
             });
         }
-        tasks.spawn(self.clone().export_queue_metrics(lifecycle));
         while tasks.join_next().await.is_some() {}
-    }
-
-    async fn export_queue_metrics(self: Arc<Self>, lifecycle: Lifecycle) {
-        while !lifecycle.is_draining() {
-            if let Ok(stats) = self.store.postal_queue_stats(self.clock.now()).await {
-                let labels = QueueLabels { queue: "postal" };
-                self.metrics
-                    .queue_depth
-                    .get_or_create(&labels)
-                    .set(stats.depth as i64);
-                self.metrics
-                    .queue_oldest_age
-                    .get_or_create(&labels)
-                    .set(stats.oldest_age_s);
-                self.metrics
-                    .dead_letters
-                    .get_or_create(&labels)
-                    .set(stats.dead as i64);
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                () = lifecycle.drained() => {}
-            }
-        }
     }
 
     fn route(&self, client: &str) -> ClientRoute {

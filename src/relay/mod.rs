@@ -15,7 +15,7 @@ use crate::domain::retry::{Next, RetryPolicy};
 use crate::lifecycle::Lifecycle;
 use crate::store::{CallbackJob, CallbackOutcome, SharedStore};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::{OutcomeLabels, QueueLabels};
+use crate::telemetry::metrics::OutcomeLabels;
 use signature::SigningKey;
 
 /// Where a client's callbacks go.
@@ -135,30 +135,6 @@ impl Relay {
                 }
             });
         }
-        let me = self.clone();
-        tasks.spawn(async move {
-            while !lifecycle.is_draining() {
-                if let Ok(stats) = me.store.callback_queue_stats(me.clock.now()).await {
-                    let labels = QueueLabels { queue: "callback" };
-                    me.metrics
-                        .queue_depth
-                        .get_or_create(&labels)
-                        .set(stats.depth as i64);
-                    me.metrics
-                        .queue_oldest_age
-                        .get_or_create(&labels)
-                        .set(stats.oldest_age_s);
-                    me.metrics
-                        .dead_letters
-                        .get_or_create(&labels)
-                        .set(stats.dead as i64);
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    () = lifecycle.drained() => {}
-                }
-            }
-        });
         while tasks.join_next().await.is_some() {}
     }
 

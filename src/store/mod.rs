@@ -241,6 +241,11 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<&str>,
     ) -> Result<Page, StoreError>;
 
+    /// Handoffs per (kind, status), for the `bcci_handoffs` gauge.
+    async fn handoff_counts(
+        &self,
+    ) -> Result<Vec<(crate::domain::Kind, crate::domain::Status, u64)>, StoreError>;
+
     /// Counts the number of handoffs in total (tests and stats).
     async fn count_handoffs(&self) -> Result<u64, StoreError>;
 
@@ -317,6 +322,15 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         outcome: CallbackOutcome,
     ) -> Result<bool, StoreError>;
+
+    /// Sends dead callbacks again (one by id, or all): each goes back to
+    /// pending with a fresh retry budget and the same `webhook-id` and body.
+    /// Returns how many were replayed.
+    async fn replay_dead_callbacks(
+        &self,
+        id: Option<&str>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
 
     /// The callback queue as a whole.
     async fn callback_queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;

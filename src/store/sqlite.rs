@@ -686,6 +686,22 @@ impl Store for SqliteStore {
         Ok(Page { items, next_cursor })
     }
 
+    async fn handoff_counts(&self) -> Result<Vec<(Kind, Status, u64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT kind, status, COUNT(*) AS n FROM handoffs GROUP BY kind, status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse::<Kind>("kind", r.try_get("kind")?)?,
+                    parse::<Status>("status", r.try_get("status")?)?,
+                    r.try_get::<i64, _>("n")? as u64,
+                ))
+            })
+            .collect()
+    }
+
     async fn count_handoffs(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM handoffs")
             .fetch_one(&self.pool)
@@ -1059,6 +1075,23 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn replay_dead_callbacks(
+        &self,
+        id: Option<&str>,
+        now: jiff::Timestamp,
+    ) -> Result<u64, StoreError> {
+        let n = sqlx::query(
+            "UPDATE callbacks SET state = 'pending', attempts = 0, next_attempt_at = ?1, head_since = ?1, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE state = 'dead' AND (?2 IS NULL OR id = ?2)",
+        )
+        .bind(ms(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
     }
 
     async fn callback_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {

@@ -1,0 +1,538 @@
+//! Vietnam Post's status events in, signed and ordered callbacks out.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use bcci_gateway::app::{Application, Options};
+use bcci_gateway::config::Settings;
+use bcci_gateway::domain::{HandoffId, Status};
+use bcci_gateway::intake::auth::token_sha256_hex;
+use bcci_gateway::sim::{Faults, SimConfig, Simulator};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "loop-test-token";
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ROTATED: &str = "whsec_dGhpcyBpcyBhIHNlY29uZCBrZXk=";
+const KEY: &str = "webhook-key-0123456789";
+
+/// One callback as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Received {
+    id: String,
+    body: Value,
+    accepted: bool,
+}
+
+/// A tiny intake system: verifies every signature with the reference
+/// Standard Webhooks implementation and fails some requests on purpose.
+#[derive(Clone)]
+struct TestReceiver {
+    seen: Arc<Mutex<Vec<Received>>>,
+    bad_signatures: Arc<AtomicU64>,
+    counter: Arc<AtomicU64>,
+    /// Every n-th request fails with 503 (0: none).
+    fail_every: u64,
+    down: Arc<AtomicBool>,
+}
+
+async fn receive(State(r): State<TestReceiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    // Both the current and the rotated secret must verify on their own.
+    for secret in [SECRET, ROTATED] {
+        let wh = standardwebhooks::Webhook::new(secret).unwrap();
+        if wh.verify(&body, &headers).is_err() {
+            r.bad_signatures.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let n = r.counter.fetch_add(1, Ordering::SeqCst) + 1;
+    let accepted = !r.down.load(Ordering::SeqCst) && (r.fail_every == 0 || n % r.fail_every != 0);
+    r.seen.lock().unwrap().push(Received {
+        id: headers["webhook-id"].to_str().unwrap().to_owned(),
+        body: serde_json::from_slice(&body).unwrap(),
+        accepted,
+    });
+    if accepted {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+impl TestReceiver {
+    async fn start(fail_every: u64) -> (Self, SocketAddr) {
+        let r = TestReceiver {
+            seen: Arc::default(),
+            bad_signatures: Arc::default(),
+            counter: Arc::default(),
+            fail_every,
+            down: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .route("/callback", axum::routing::post(receive))
+            .with_state(r.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (r, addr)
+    }
+
+    /// Accepted callbacks per handoff, in arrival order.
+    fn accepted(&self) -> HashMap<String, Vec<Value>> {
+        let mut by: HashMap<String, Vec<Value>> = HashMap::new();
+        for r in self.seen.lock().unwrap().iter().filter(|r| r.accepted) {
+            by.entry(r.body["handoff_id"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(r.body.clone());
+        }
+        by
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn settings(
+    dir: &std::path::Path,
+    port: u16,
+    postal: &str,
+    callback: SocketAddr,
+    extra: &str,
+) -> Settings {
+    let hash = token_sha256_hex(TOKEN);
+    Settings::from_toml(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
+[store]
+url = "sqlite://{db}"
+[postal]
+base_url = "{postal}"
+username = "partner"
+password = "secret"
+customer_code = "T000180585"
+webhook_keys = ["old-key-that-was-rotated", "{KEY}"]
+timeout_ms = 2000
+max_requests_per_second = 100000
+lookup_delay_s = 1
+[intake]
+timeout_ms = 2000
+[[intake.clients]]
+name = "motcua"
+token_sha256s = ["{hash}"]
+requests_per_second = 100000
+callback_url = "http://{callback}/callback"
+callback_secrets = ["{SECRET}", "{ROTATED}"]
+[admin]
+token_sha256s = ["{hash}"]
+{extra}
+"#,
+        db = dir.join("bcci.db").display()
+    ))
+    .unwrap()
+}
+
+async fn submit(intake: SocketAddr, n: usize) -> Vec<HandoffId> {
+    let http = reqwest::Client::new();
+    let base: Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/requests/valid/return-cod.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let mut body = base.clone();
+        body["request_id"] = json!(format!("LOOP-{i}"));
+        let r = http
+            .post(format!("http://{intake}/v1/handoffs"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let doc: Value = r.json().await.unwrap();
+        ids.push(HandoffId::parse(doc["id"].as_str().unwrap()).unwrap());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhooks_and_a_flaky_receiver()
+ {
+    let (receiver, callback_addr) = TestReceiver::start(4).await;
+    let port = free_port();
+    let sim = Simulator::start(SimConfig {
+        webhook_url: Some(format!(
+            "http://127.0.0.1:{port}/v1/postal/vnpost/events/{KEY}"
+        )),
+        step_interval: Duration::from_millis(30),
+        webhook_retry_initial: Duration::from_millis(50),
+        webhook_retry_max: Duration::from_millis(500),
+        seed: 7,
+        faults: Faults {
+            duplicate_webhook_rate: 0.25,
+            reorder_webhook_rate: 0.25,
+            batch_size: 4,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(
+        dir.path(),
+        port,
+        &sim.base_url(),
+        callback_addr,
+        "[retry]\ninitial_ms = 20\nmax_ms = 200\ndeadline_s = 600\n",
+    );
+    let app = Application::build_with(s, Options::default())
+        .await
+        .unwrap();
+    let (store, intake) = (app.store(), app.intake_addr());
+    let lifecycle = app.lifecycle();
+    let server = tokio::spawn(app.run_until_stopped());
+    let ids = submit(intake, 100).await;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let expected = |id: &HandoffId| {
+        let orders = sim.orders_for(id.as_str());
+        (orders.len() == 1).then(|| bcci_gateway::sim::expected_final_status(orders[0].sequence))
+    };
+    loop {
+        let mut done = 0;
+        for id in &ids {
+            let h = store.handoff(None, id).await.unwrap().unwrap();
+            let delivered = receiver.accepted().get(id.as_str()).map_or(0, Vec::len);
+            let queued = store.callbacks_of(id).await.unwrap().len();
+            if expected(id) == Some(h.status.as_str()) && delivered == queued && queued > 0 {
+                done += 1;
+            }
+        }
+        if done == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of 100 handoffs closed the loop in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = sim.stats();
+    assert!(
+        stats.duplicates_injected > 0 && stats.reorders_injected > 0,
+        "{stats:?}"
+    );
+    assert!(
+        receiver.seen.lock().unwrap().iter().any(|r| !r.accepted),
+        "the receiver never failed"
+    );
+    assert_eq!(
+        receiver.bad_signatures.load(Ordering::SeqCst),
+        0,
+        "a signature did not verify"
+    );
+
+    let accepted = receiver.accepted();
+    for id in &ids {
+        let handoff = store.handoff(None, id).await.unwrap().unwrap();
+        let got = &accepted[id.as_str()];
+        let sequences: Vec<u64> = got
+            .iter()
+            .map(|b| b["sequence"].as_u64().unwrap())
+            .collect();
+        let contiguous: Vec<u64> = (1..=got.len() as u64).collect();
+        assert_eq!(
+            sequences, contiguous,
+            "{id}: callbacks out of order or with gaps"
+        );
+        let changes: Vec<&Value> = got
+            .iter()
+            .filter(|b| b["type"] == "handoff.status_changed")
+            .collect();
+        for w in changes.windows(2) {
+            assert_eq!(w[1]["previous_status"], w[0]["status"], "{id}");
+            assert_ne!(
+                w[1]["status"], w[0]["status"],
+                "{id}: a status relayed twice in a row"
+            );
+            assert!(
+                w[0]["occurred_at"].as_str() <= w[1]["occurred_at"].as_str(),
+                "{id}: times go back"
+            );
+        }
+        assert_eq!(
+            changes.last().unwrap()["status"],
+            handoff.status.as_str(),
+            "{id}"
+        );
+        assert_eq!(changes[0]["status"], "order_created");
+    }
+    lifecycle.drain();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_replay_in_order() {
+    let (receiver, callback_addr) = TestReceiver::start(0).await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let port = free_port();
+    let sim = Simulator::start(SimConfig {
+        webhook_url: Some(format!(
+            "http://127.0.0.1:{port}/v1/postal/vnpost/events/{KEY}"
+        )),
+        step_interval: Duration::from_millis(30),
+        sequence_weights: vec![("delivered".into(), 1)],
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(
+        dir.path(),
+        port,
+        &sim.base_url(),
+        callback_addr,
+        "[retry]\ninitial_ms = 10\nmax_ms = 50\ndeadline_s = 1\n",
+    );
+    let app = Application::build_with(s, Options::default())
+        .await
+        .unwrap();
+    let (store, intake, relay) = (app.store(), app.intake_addr(), app.relay());
+    let metrics_url = format!("http://{}/metrics", app.admin_addr());
+    let lifecycle = app.lifecycle();
+    let server = tokio::spawn(app.run_until_stopped());
+    let ids = submit(intake, 1).await;
+    let id = &ids[0];
+    // The walk ends delivered; the first callback dies, the rest are held.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = store.handoff(None, id).await.unwrap().unwrap();
+        let stats = store
+            .callback_queue_stats(jiff::Timestamp::now())
+            .await
+            .unwrap();
+        if h.status == Status::Delivered && stats.dead == 1 && stats.depth >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dead callback: {stats:?} {:?}",
+            h.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(receiver.accepted().is_empty());
+    // The whole-store gauges show it (refreshed every few seconds).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("bcci_dead_letters{queue=\"callback\"} 1")
+            && text.contains("bcci_handoffs{kind=\"return\",status=\"delivered\"} 1")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gauges never showed the dead callback:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let attempts_before = receiver.seen.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let attempts_held = receiver.seen.lock().unwrap().len();
+    // Held callbacks are not attempted: only the dead one ever was.
+    let ids_attempted: std::collections::HashSet<String> = receiver
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(
+        ids_attempted.len(),
+        1,
+        "a held callback was sent before the head"
+    );
+    assert_eq!(
+        attempts_before, attempts_held,
+        "a dead callback was retried"
+    );
+
+    receiver.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        store
+            .replay_dead_callbacks(None, jiff::Timestamp::now())
+            .await
+            .unwrap(),
+        1
+    );
+    relay.run_until_idle().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let queued = store.callbacks_of(id).await.unwrap().len();
+    while receiver.accepted().get(id.as_str()).map_or(0, Vec::len) < queued {
+        assert!(
+            Instant::now() < deadline,
+            "replayed callbacks did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = &receiver.accepted()[id.as_str()];
+    let sequences: Vec<u64> = got
+        .iter()
+        .map(|b| b["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=queued as u64).collect::<Vec<_>>());
+    // The replayed callback keeps its webhook-id.
+    let first_id = receiver.seen.lock().unwrap()[0].id.clone();
+    let replayed = receiver
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.accepted)
+        .unwrap()
+        .id
+        .clone();
+    assert_eq!(first_id, replayed);
+    lifecycle.drain();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_authenticated_and_every_record_is_stored_or_counted() {
+    let (_receiver, callback_addr) = TestReceiver::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = settings(dir.path(), port, "http://127.0.0.1:9", callback_addr, "");
+    let app = Application::build_with(
+        s,
+        Options {
+            run_workers: false,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let metrics = format!("http://{}/metrics", app.admin_addr());
+    let (store, intake) = (app.store(), app.intake_addr());
+    tokio::spawn(app.run_until_stopped());
+    let ids = submit(intake, 1).await;
+    let http = reqwest::Client::new();
+    let url = |key: &str| format!("http://{intake}/v1/postal/vnpost/events/{key}");
+    let post = |u: String, body: String| {
+        let http = http.clone();
+        async move {
+            http.post(u)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post(url("wrong-key-0123456789"), "{}".into()).await, 401);
+    assert_eq!(post(url(KEY), "not json".into()).await, 400);
+    assert_eq!(post(url(KEY), json!({"data": {}}).to_string()).await, 400);
+    // The handoff's order revealed by a webhook is adopted; an unknown order
+    // is counted, a record without a status stored raw: the batch succeeds.
+    let batch = json!({
+        "data": [
+            {"orderHdrId": "H1", "originalId": "O1", "itemCode": "EE000000001VN", "saleOrderCode": ids[0].as_str(),
+             "status": 2, "statusName": "Đã phân công", "statusDate": "25/11/2026 14:03:00", "totalFee": 15000},
+            {"itemCode": "EE999999999VN", "saleOrderCode": "someone-else", "status": 6, "statusDate": "25/11/2026 14:03:00"},
+            {"itemCode": "EE000000001VN", "statusDate": "25/11/2026 14:04:00"}
+        ],
+        "sendDate": "25/11/2026 14:05:00"
+    });
+    assert_eq!(post(url(KEY), batch.to_string()).await, 200);
+    // The same batch again changes nothing.
+    assert_eq!(post(url(KEY), batch.to_string()).await, 200);
+    let h = store.handoff(None, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(h.status, Status::PickingUp);
+    assert_eq!(h.tracking_number.as_deref(), Some("EE000000001VN"));
+    let timeline = store.timeline(&ids[0]).await.unwrap();
+    let effects: Vec<(&str, Option<u64>)> = timeline
+        .iter()
+        .map(|e| (e.effect.as_str(), e.sequence))
+        .collect();
+    assert_eq!(
+        effects,
+        [
+            ("applied", Some(1)),
+            ("applied", Some(2)),
+            ("duplicate", None)
+        ],
+        "adoption, the status, then the duplicate"
+    );
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    for line in [
+        "bcci_postal_events_total{source=\"webhook\",outcome=\"unauthorized\"} 1",
+        "bcci_postal_events_total{source=\"webhook\",outcome=\"applied\"} 1",
+        "bcci_postal_events_total{source=\"webhook\",outcome=\"duplicate\"} 1",
+        "bcci_postal_events_total{source=\"webhook\",outcome=\"unknown_order\"} 2",
+        "bcci_postal_events_total{source=\"webhook\",outcome=\"malformed\"} 2",
+    ] {
+        assert!(text.contains(line), "missing {line}:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_outside_the_allowlist_is_forbidden() {
+    let (_receiver, callback_addr) = TestReceiver::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(
+        dir.path(),
+        free_port(),
+        "http://127.0.0.1:9",
+        callback_addr,
+        "",
+    );
+    let mut s = s;
+    s.postal.webhook_allow_ips = vec!["10.0.0.0/8".parse().unwrap()];
+    let app = Application::build_with(
+        s,
+        Options {
+            run_workers: false,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let intake = app.intake_addr();
+    tokio::spawn(app.run_until_stopped());
+    let r = reqwest::Client::new()
+        .post(format!("http://{intake}/v1/postal/vnpost/events/{KEY}"))
+        .header("x-forwarded-for", "10.1.2.3")
+        .body("{\"data\": []}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "X-Forwarded-For is not believed from an untrusted peer"
+    );
+}
