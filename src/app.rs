@@ -15,6 +15,7 @@ use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::admin;
 use crate::carrier::Carrier;
 use crate::carrier::vnpost::VnPostClient;
 use crate::clock::{Clock, SystemClock};
@@ -22,6 +23,7 @@ use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::guard::{BreakerSettings, PostalGuard};
 use crate::domain::RequestRules;
+use crate::events::poller::Poller;
 use crate::events::{self, EventsState};
 use crate::intake::{self, IntakeState};
 use crate::lifecycle::Lifecycle;
@@ -61,6 +63,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A built gateway: listeners bound, store open, not yet serving.
 pub struct Application {
+    poller: Arc<Poller>,
+    /// How often the poller looks for quiet handoffs: half the quiet period,
+    /// between 200 ms and 30 s.
+    reconcile_interval: Duration,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     dispatcher: Arc<Dispatcher>,
@@ -105,9 +111,9 @@ impl Application {
         let dispatcher = Arc::new(Dispatcher::new(
             &settings,
             store.clone(),
-            carrier,
+            carrier.clone(),
             clock.clone(),
-            guard,
+            guard.clone(),
             metrics.clone(),
         ));
         let relay = Arc::new(Relay::new(
@@ -124,6 +130,7 @@ impl Application {
             lifecycle: lifecycle.clone(),
             metrics: metrics.clone(),
             clock: clock.clone(),
+            formats: Arc::new(events::callback_formats(&settings)),
         };
         let probe_state = ProbeState {
             store: store.clone(),
@@ -132,13 +139,25 @@ impl Application {
         };
         let events_state =
             EventsState::new(&settings, store.clone(), clock.clone(), metrics.clone());
+        let poller = Arc::new(Poller::new(
+            events_state.clone(),
+            carrier,
+            guard,
+            Duration::from_secs(settings.postal.reconcile_after_s),
+        ));
         let intake = with_http_layers(
             intake::router(intake_state)
                 .merge(events::router(events_state))
                 .merge(probes::router(probe_state.clone()))
                 .fallback(intake::not_found),
         );
-        let admin = with_http_layers(probes::admin_router(probe_state).fallback(intake::not_found));
+        let admin_state =
+            admin::AdminState::new(&settings, store.clone(), clock.clone(), lifecycle.clone());
+        let admin = with_http_layers(
+            probes::admin_router(probe_state)
+                .merge(admin::router(admin_state))
+                .fallback(intake::not_found),
+        );
         let intake_listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
@@ -151,6 +170,9 @@ impl Application {
                 )
             })?;
         Ok(Self {
+            poller,
+            reconcile_interval: (Duration::from_secs(settings.postal.reconcile_after_s) / 2)
+                .clamp(Duration::from_millis(200), Duration::from_secs(30)),
             metrics,
             clock,
             dispatcher,
@@ -183,6 +205,11 @@ impl Application {
 
     pub fn store(&self) -> SharedStore {
         self.store.clone()
+    }
+
+    /// The reconciliation poller, for tests that drive it step by step.
+    pub fn poller(&self) -> Arc<Poller> {
+        self.poller.clone()
     }
 
     /// The callback worker, for tests that drive it step by step.
@@ -234,8 +261,9 @@ impl Application {
                 self.clock.clone(),
                 lc.clone(),
             );
+            let poll = self.poller.clone().run(lc.clone(), self.reconcile_interval);
             Some(tokio::spawn(async move {
-                tokio::join!(dispatch, relay, gauges);
+                tokio::join!(dispatch, relay, gauges, poll);
             }))
         } else {
             None

@@ -5,10 +5,12 @@
 //! handoffs, `dispatch` creates postal orders, `events` applies Vietnam Post's
 //! statuses, `relay` sends signed callbacks. See `docs/architecture.md`.
 
+pub mod admin;
 pub mod app;
 pub mod carrier;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod events;

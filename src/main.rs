@@ -26,6 +26,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway with a simulated Vietnam Post and intake system, no setup.
+    Demo {
+        /// Exit after this long (e.g. `90s`, `5m`): 0 if every sample ended as expected.
+        #[arg(long = "for", value_name = "DURATION")]
+        run_for: Option<jiff::SignedDuration>,
+    },
     /// Run the gateway: intake API, webhook receiver, workers, admin API, metrics.
     Serve {
         #[arg(long, value_name = "FILE")]
@@ -90,8 +96,13 @@ enum Command {
         #[arg(long, value_name = "P", requires = "username")]
         password: Option<String>,
     },
-    /// Operator actions.
+    /// Operator actions. `handoffs`, `callbacks` and `stats` work on the store
+    /// directly: with SQLite (one process only) run them while the gateway is
+    /// stopped; while it runs, use the admin API.
     Admin {
+        /// The configuration naming the store (else the environment alone).
+        #[arg(long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: AdminAction,
     },
@@ -103,6 +114,90 @@ enum AdminAction {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Search, show, replay, resolve and erase handoffs (gateway stopped, with SQLite).
+    Handoffs {
+        #[command(subcommand)]
+        action: HandoffsAction,
+    },
+    /// Dead and held callbacks and their replay (gateway stopped, with SQLite).
+    Callbacks {
+        #[command(subcommand)]
+        action: CallbacksAction,
+    },
+    /// Statistics per client, agency and kind over Vietnam dates of creation
+    /// (gateway stopped, with SQLite).
+    Stats {
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        from: String,
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        to: String,
+        /// CSV with the contract's header instead of JSON lines.
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum HandoffsAction {
+    /// Handoffs across clients, newest first, as JSON lines.
+    List {
+        #[arg(long, value_name = "S")]
+        status: Option<String>,
+        #[arg(long, value_name = "D")]
+        dossier_code: Option<String>,
+        #[arg(long, value_name = "T")]
+        tracking_number: Option<String>,
+        #[arg(long, value_name = "C")]
+        client: Option<String>,
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: u32,
+    },
+    /// One handoff with its timeline.
+    Show { id: String },
+    /// Send a failed handoff back to received; its create job begins with a lookup.
+    Replay {
+        id: String,
+        #[arg(long, value_name = "NAME")]
+        operator: String,
+    },
+    /// Close a partially_delivered handoff as delivered or returned.
+    Resolve {
+        id: String,
+        #[arg(long, value_name = "delivered|returned")]
+        status: String,
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        #[arg(long, value_name = "NAME")]
+        operator: String,
+    },
+    /// Erase the handoff's personal data now.
+    Erase {
+        id: String,
+        #[arg(long, value_name = "NAME")]
+        operator: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallbacksAction {
+    /// Dead callbacks, or those held behind one, as JSON lines.
+    List {
+        #[arg(long, value_name = "dead|held")]
+        state: String,
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: u32,
+    },
+    /// Replay one dead callback, or all of them.
+    Replay {
+        /// The callback's id (its `webhook-id`).
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        id: Option<String>,
+        /// Replay every dead callback.
+        #[arg(long)]
+        all_dead: bool,
+        #[arg(long, value_name = "NAME")]
+        operator: String,
     },
 }
 
@@ -162,6 +257,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { run_for } => {
+            let run_for = run_for
+                .map(|d| std::time::Duration::try_from(d).context("--for must be positive"))
+                .transpose()?;
+            let ok = bcci_gateway::demo::run(run_for).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Healthcheck { url } => {
             let client = reqwest::Client::builder()
@@ -232,15 +338,69 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sim.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Admin {
-            action: AdminAction::Token {
-                action: TokenAction::New,
-            },
-        } => {
-            let bytes: [u8; 32] = rand::random();
-            let token = hex::encode(bytes);
-            let hash = bcci_gateway::intake::auth::token_sha256_hex(&token);
-            println!("token:  {token}\nsha256: {hash}");
+        Command::Admin { config, action } => {
+            use bcci_gateway::admin::cli::Action;
+            let action = match action {
+                AdminAction::Token {
+                    action: TokenAction::New,
+                } => {
+                    let bytes: [u8; 32] = rand::random();
+                    let token = hex::encode(bytes);
+                    let hash = bcci_gateway::intake::auth::token_sha256_hex(&token);
+                    println!("token:  {token}\nsha256: {hash}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                AdminAction::Handoffs { action } => match action {
+                    HandoffsAction::List {
+                        status,
+                        dossier_code,
+                        tracking_number,
+                        client,
+                        limit,
+                    } => Action::ListHandoffs {
+                        status,
+                        dossier_code,
+                        tracking_number,
+                        client,
+                        limit,
+                    },
+                    HandoffsAction::Show { id } => Action::ShowHandoff { id },
+                    HandoffsAction::Replay { id, operator } => {
+                        Action::ReplayHandoff { id, operator }
+                    }
+                    HandoffsAction::Resolve {
+                        id,
+                        status,
+                        note,
+                        operator,
+                    } => Action::ResolveHandoff {
+                        id,
+                        status,
+                        note,
+                        operator,
+                    },
+                    HandoffsAction::Erase { id, operator } => Action::EraseHandoff { id, operator },
+                },
+                AdminAction::Callbacks { action } => match action {
+                    CallbacksAction::List { state, limit } => {
+                        Action::ListCallbacks { state, limit }
+                    }
+                    CallbacksAction::Replay {
+                        id: Some(id),
+                        operator,
+                        ..
+                    } => Action::ReplayCallback { id, operator },
+                    CallbacksAction::Replay { operator, .. } => {
+                        Action::ReplayDeadCallbacks { operator }
+                    }
+                },
+                AdminAction::Stats { from, to, csv } => Action::Stats { from, to, csv },
+            };
+            let settings = Settings::load(config.as_deref())?;
+            print!(
+                "{}",
+                bcci_gateway::admin::cli::run(&settings, action).await?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

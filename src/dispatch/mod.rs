@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 
-use crate::carrier::{CallFailure, Carrier, CarrierOrder, OrderRequest};
+use crate::carrier::{CallFailure, CancelAnswer, Carrier, CarrierOrder, OrderRequest};
 use crate::clock::Clock;
 use crate::config::{CallbackFormat, Settings};
 use crate::domain::callback::BodyFormat;
@@ -116,6 +116,7 @@ impl Dispatcher {
         match job.operation {
             PostalOperation::Create => self.create(job).await?,
             PostalOperation::CancelDuplicate => self.cancel_duplicate(job).await?,
+            PostalOperation::Cancel => self.cancel(job).await?,
         }
         Ok(Executed::Worked)
     }
@@ -328,6 +329,120 @@ impl Dispatcher {
         }
     }
 
+    /// Cancels the handoff's order at the intake system's request; when the
+    /// order is unknown (an ambiguous create), it is looked up first.
+    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
+    async fn cancel(&self, job: PostalJob) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let format = self.route(&job.handoff.client).format;
+        if job.handoff.status.is_terminal() {
+            let note = Some(format!("handoff already {}", job.handoff.status));
+            return self.finish(&job, PostalOutcome::Complete { note }).await;
+        }
+        let later = |at| PostalOutcome::Reschedule {
+            step: job.step,
+            at,
+            refusal: None,
+            last_error: None,
+        };
+        if job.create_in_flight {
+            // Wait for the create call's outcome before deciding.
+            return self
+                .finish(&job, later(now + SignedDuration::from_secs(1)))
+                .await;
+        }
+        if !self.may_call(&job).await {
+            return self.finish(&job, later(self.clock.now())).await;
+        }
+        if !self
+            .store
+            .start_postal_attempt(&job, &self.owner, now)
+            .await?
+        {
+            return Ok(());
+        }
+        let (original_id, found) = match &job.original_id {
+            Some(o) => (o.clone(), None),
+            None => {
+                let first = job.create_started_at.unwrap_or(job.handoff.created_at);
+                let from = first.to_zoned(vietnam()).date();
+                let to = self.clock.now().to_zoned(vietnam()).date();
+                let listed = self
+                    .carrier
+                    .find_orders(job.handoff.id.as_str(), from, to)
+                    .await;
+                self.guard.record(guard_result(listed.as_ref().err()));
+                match listed {
+                    Ok(orders) => match earliest(orders) {
+                        Some(order) => (order.original_id.clone(), Some(postal_order(&order))),
+                        None => {
+                            let outcome = PostalOutcome::Cancelled {
+                                order: None,
+                                format,
+                            };
+                            return self.finish(&job, outcome).await;
+                        }
+                    },
+                    Err(failure) => {
+                        let outcome = self.cancel_retry(&job, &failure, format, None);
+                        return self.finish(&job, outcome).await;
+                    }
+                }
+            }
+        };
+        self.guard.permit().await;
+        let answer = self.carrier.cancel_order(&original_id).await;
+        self.guard.record(guard_result(answer.as_ref().err()));
+        let outcome = match answer {
+            Ok(CancelAnswer::Cancelled) => PostalOutcome::Cancelled {
+                order: found,
+                format,
+            },
+            Ok(CancelAnswer::Pending { case_id }) => PostalOutcome::CancelPending {
+                case_id,
+                order: found,
+            },
+            Ok(CancelAnswer::Refused { message }) | Err(CallFailure::Refused { message }) => {
+                PostalOutcome::CancelRefused {
+                    reason: message,
+                    order: found,
+                    format,
+                }
+            }
+            Err(failure) => self.cancel_retry(&job, &failure, format, found),
+        };
+        self.finish(&job, outcome).await
+    }
+
+    fn cancel_retry(
+        &self,
+        job: &PostalJob,
+        failure: &CallFailure,
+        format: BodyFormat,
+        found: Option<PostalOrder>,
+    ) -> PostalOutcome {
+        let now = self.clock.now();
+        match self.rules.retry.next(
+            job.attempts + 1,
+            job.first_attempt_at.unwrap_or(now),
+            now,
+            failure.retry_after(),
+            rand::random(),
+        ) {
+            crate::domain::retry::Next::RetryAt(at) => PostalOutcome::Reschedule {
+                step: job.step,
+                at,
+                refusal: None,
+                last_error: Some(format!("{failure:?}")),
+            },
+            crate::domain::retry::Next::GiveUp => PostalOutcome::CancelRefused {
+                reason: "no answer from Vietnam Post before the retry deadline".into(),
+                order: found,
+                format,
+            },
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
     async fn cancel_duplicate(&self, job: PostalJob) -> anyhow::Result<()> {
         let now = self.clock.now();
@@ -385,6 +500,22 @@ impl Dispatcher {
         };
         self.finish(&job, outcome).await
     }
+}
+
+/// How a call went, for the breaker.
+fn guard_result(failure: Option<&CallFailure>) -> CallResult {
+    match failure {
+        Some(f @ CallFailure::Transient { .. }) => CallResult::Failed {
+            retry_after: f.retry_after(),
+        },
+        _ => CallResult::Answered,
+    }
+}
+
+/// The earliest created of the orders found (unknown times last).
+fn earliest(mut orders: Vec<CarrierOrder>) -> Option<CarrierOrder> {
+    orders.sort_by_key(|o| o.created_at.map_or((1, jiff::Timestamp::MAX), |t| (0, t)));
+    orders.into_iter().next()
 }
 
 fn postal_order(o: &CarrierOrder) -> PostalOrder {

@@ -5,6 +5,7 @@ pub mod handoff;
 pub mod phone;
 pub mod request;
 pub mod retry;
+pub mod sla;
 pub mod state_machine;
 pub mod text;
 pub mod time;

@@ -1,6 +1,7 @@
 //! Vietnam Post's status reports: the webhook receiver (and, later, the
 //! reconciliation poller), both feeding the same state machine.
 
+pub mod poller;
 pub mod record;
 
 use std::collections::HashMap;
@@ -22,9 +23,10 @@ use subtle::ConstantTimeEq;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::callback::BodyFormat;
+use crate::domain::sla::{Calendar, SlaRules};
 use crate::domain::state_machine::CarrierEvent;
 use crate::domain::{CarrierInfo, Effect, PostalOrder, Source};
-use crate::store::{EventOutcome, IncomingCarrierEvent, SharedStore};
+use crate::store::{EventContext, EventOutcome, IncomingCarrierEvent, SharedStore};
 use crate::telemetry::Metrics;
 use record::{StatusRecord, parse_record, parse_vietnam_time};
 
@@ -39,7 +41,7 @@ pub struct EventsState {
     allow: Arc<Vec<IpNet>>,
     trusted_proxies: Arc<Vec<IpNet>>,
     max_body_bytes: usize,
-    pub formats: Arc<HashMap<String, BodyFormat>>,
+    pub context: Arc<EventContext>,
 }
 
 impl EventsState {
@@ -64,7 +66,10 @@ impl EventsState {
             allow: Arc::new(settings.postal.webhook_allow_ips.clone()),
             trusted_proxies: Arc::new(settings.server.trusted_proxies.clone()),
             max_body_bytes: settings.postal.webhook_max_body_bytes,
-            formats: Arc::new(callback_formats(settings)),
+            context: Arc::new(EventContext {
+                formats: callback_formats(settings),
+                sla: sla_rules(settings),
+            }),
         }
     }
 
@@ -83,6 +88,18 @@ impl EventsState {
         }
         let client = client_address(peer, headers, &self.trusted_proxies);
         self.allow.iter().any(|net| net.contains(&client))
+    }
+}
+
+/// The legal delivery time rules of `[sla]` and `[calendar]`.
+pub fn sla_rules(settings: &Settings) -> SlaRules {
+    SlaRules {
+        class_one_provinces: settings.sla.class_one_provinces.iter().cloned().collect(),
+        remote_wards: settings.sla.remote_wards.clone(),
+        calendar: Calendar::new(
+            &settings.calendar.holidays,
+            &settings.calendar.extra_working_days,
+        ),
     }
 }
 
@@ -266,7 +283,7 @@ pub async fn record_batch(
     }
     let outcomes = state
         .store
-        .apply_carrier_events(events, &state.formats, now)
+        .apply_carrier_events(events, &state.context, now)
         .await?;
     for outcome in outcomes {
         let name = match outcome {

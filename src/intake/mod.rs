@@ -36,6 +36,8 @@ pub struct IntakeState {
     pub lifecycle: Lifecycle,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// Each client's callback format.
+    pub formats: Arc<std::collections::HashMap<String, crate::domain::callback::BodyFormat>>,
 }
 
 /// Seconds a client should wait before retrying when the gateway is unavailable.
@@ -46,6 +48,7 @@ pub fn router(state: IntakeState) -> Router {
     Router::new()
         .route("/v1/handoffs", post(create_handoff).get(list_handoffs))
         .route("/v1/handoffs/{id}", get(read_handoff))
+        .route("/v1/handoffs/{id}/cancel", post(cancel_handoff))
         // Bodies are read by the handler itself, so the limit answers in the
         // contract's own words.
         .layer(DefaultBodyLimit::disable())
@@ -289,6 +292,48 @@ async fn read_handoff(
     .await;
     match result {
         Ok(doc) => answer(StatusCode::OK, format, "handoff", &doc),
+        Err(p) => p.render(&instance, format == Format::Xml),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(client = tracing::field::Empty, handoff_id = %raw_id))]
+async fn cancel_handoff(
+    State(state): State<IntakeState>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    use crate::store::CancelRequest;
+    let instance = request_id(&headers);
+    let format = negotiate::answer_format(&headers, None);
+    let result = async {
+        let client = state.admit(&headers)?;
+        let not_found = || Problem::new(ProblemKind::NotFound, "no such handoff");
+        let id = HandoffId::parse(&raw_id).ok_or_else(not_found)?;
+        let callback_format = state.formats.get(&client.name).copied().unwrap_or_default();
+        let outcome = state
+            .store
+            .request_cancel(&client.name, &id, callback_format, state.clock.now())
+            .await
+            .map_err(|e| store_problem(&e))?;
+        match outcome {
+            CancelRequest::Accepted(handoff) => {
+                let timeline = state
+                    .store
+                    .timeline(&id)
+                    .await
+                    .map_err(|e| store_problem(&e))?;
+                Ok(wire::handoff(&handoff, Some(&timeline)))
+            }
+            CancelRequest::NotAllowed(handoff) => Err(Problem::new(
+                ProblemKind::Conflict,
+                format!("a {} handoff cannot be cancelled", handoff.status),
+            )),
+            CancelRequest::NotFound => Err(not_found()),
+        }
+    }
+    .await;
+    match result {
+        Ok(doc) => answer(StatusCode::ACCEPTED, format, "handoff", &doc),
         Err(p) => p.render(&instance, format == Format::Xml),
     }
 }

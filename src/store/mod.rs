@@ -3,6 +3,7 @@
 //! Every method is one transaction. The trait is the whole contract between
 //! the workers and a backend; `sqlite` and (later) `postgres` implement it.
 
+pub mod admin;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use jiff::Timestamp;
 
 use crate::domain::callback::BodyFormat;
 use crate::domain::{CreateStep, Handoff, HandoffId, HandoffRequest, PostalOrder, TimelineEntry};
+
+pub use admin::AdminStore;
 
 /// A store that cannot do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,8 @@ pub enum PostalOperation {
     Create,
     /// Cancel an extra order found for the handoff (`target` is its originalID).
     CancelDuplicate,
+    /// Cancel the handoff's order, as the intake system asked.
+    Cancel,
 }
 
 impl PostalOperation {
@@ -86,6 +91,7 @@ impl PostalOperation {
         match self {
             PostalOperation::Create => "create",
             PostalOperation::CancelDuplicate => "cancel_duplicate",
+            PostalOperation::Cancel => "cancel",
         }
     }
 
@@ -93,6 +99,7 @@ impl PostalOperation {
         match s {
             "create" => Some(PostalOperation::Create),
             "cancel_duplicate" => Some(PostalOperation::CancelDuplicate),
+            "cancel" => Some(PostalOperation::Cancel),
             _ => None,
         }
     }
@@ -118,6 +125,12 @@ pub struct PostalJob {
     pub interrupted_at: Option<Timestamp>,
     pub lease_expires_at: Timestamp,
     pub handoff: Handoff,
+    /// The handoff's order's originalID, once known (to cancel it).
+    pub original_id: Option<String>,
+    /// The create job's first create attempt (lookups search from its day).
+    pub create_started_at: Option<Timestamp>,
+    /// The create job is pending and leased: a create call may be in flight.
+    pub create_in_flight: bool,
     /// The personal details needed to create the order; `None` once purged.
     pub request: Option<HandoffRequest>,
 }
@@ -145,6 +158,34 @@ pub enum PostalOutcome {
     Fail { reason: String, format: BodyFormat },
     /// Nothing more to do (a duplicate cancelled, or the handoff moved on).
     Complete { note: Option<String> },
+    /// The order is cancelled (or none was ever made): the handoff is
+    /// `cancelled`. `order` is one found by a lookup, recorded first.
+    Cancelled {
+        order: Option<PostalOrder>,
+        format: BodyFormat,
+    },
+    /// Vietnam Post must approve the cancel; a later status 9 or 22 completes it.
+    CancelPending {
+        case_id: Option<String>,
+        order: Option<PostalOrder>,
+    },
+    /// The cancel was refused or got no answer in time: relayed as
+    /// `handoff.cancel_refused`, the status unchanged.
+    CancelRefused {
+        reason: String,
+        order: Option<PostalOrder>,
+        format: BodyFormat,
+    },
+}
+
+/// What a cancel request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelRequest {
+    /// Accepted (or asked before): the handoff as it is now.
+    Accepted(Handoff),
+    /// The status forbids it.
+    NotAllowed(Handoff),
+    NotFound,
 }
 
 /// A carrier status report for some handoff, as the webhook or poller read it.
@@ -160,6 +201,15 @@ pub struct IncomingCarrierEvent {
     pub carrier: crate::domain::CarrierInfo,
     /// The record as received (kept for audit, purged with personal data).
     pub raw: Option<String>,
+}
+
+/// What applying carrier events depends on besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct EventContext {
+    /// Each client's callback format.
+    pub formats: std::collections::HashMap<String, BodyFormat>,
+    /// The legal delivery time rules, for `sla_due_at` at pickup.
+    pub sla: crate::domain::sla::SlaRules,
 }
 
 /// What recording one carrier event did.
@@ -213,9 +263,9 @@ pub struct QueueStats {
     pub dead: u64,
 }
 
-/// The gateway's durable state.
+/// The gateway's durable state (operators' actions included).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AdminStore + Send + Sync + 'static {
     /// Answers when the store can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -240,6 +290,28 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page, StoreError>;
+
+    /// Records an intake system's cancel request: stops a create job that
+    /// has not called Vietnam Post yet (then the handoff is cancelled at
+    /// once), otherwise queues a durable cancel job.
+    async fn request_cancel(
+        &self,
+        client: &str,
+        id: &HandoffId,
+        format: BodyFormat,
+        now: Timestamp,
+    ) -> Result<CancelRequest, StoreError>;
+
+    /// Non-terminal handoffs with a tracking number that heard nothing from
+    /// Vietnam Post (and were not polled) since `quiet_since`.
+    async fn quiet_handoffs(
+        &self,
+        quiet_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(HandoffId, String)>, StoreError>;
+
+    /// Notes that a handoff was just polled.
+    async fn mark_polled(&self, id: &HandoffId, now: Timestamp) -> Result<(), StoreError>;
 
     /// Handoffs per (kind, status), for the `bcci_handoffs` gauge.
     async fn handoff_counts(
@@ -292,7 +364,7 @@ pub trait Store: Send + Sync + 'static {
     async fn apply_carrier_events(
         &self,
         events: Vec<IncomingCarrierEvent>,
-        formats: &std::collections::HashMap<String, BodyFormat>,
+        context: &EventContext,
         now: Timestamp,
     ) -> Result<Vec<EventOutcome>, StoreError>;
 

@@ -32,6 +32,8 @@ CREATE TABLE handoffs (
     delivered_at            INTEGER,
     terminal_at             INTEGER,
     last_carrier_event_at   INTEGER,            -- gateway clock, drives reconciliation
+    polled_at               INTEGER,            -- last reconciliation poll
+    cancel_requested_at     INTEGER,
     personal_data_erased_at INTEGER,
     UNIQUE (client, request_id)
 );

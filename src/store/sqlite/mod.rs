@@ -1,6 +1,8 @@
 //! The embedded SQLite store: one process, WAL, `secure_delete`, an exclusive
 //! lock file so a second process refuses to start.
 
+mod admin;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -366,16 +368,17 @@ async fn move_handoff(
 async fn apply_one(
     tx: &mut sqlx::SqliteConnection,
     incoming: &IncomingCarrierEvent,
-    formats: &std::collections::HashMap<String, BodyFormat>,
+    context: &super::EventContext,
     now: jiff::Timestamp,
 ) -> Result<EventOutcome, StoreError> {
+    let formats = &context.formats;
     let by_id = incoming
         .sale_order_code
         .as_deref()
         .and_then(HandoffId::parse);
     let row = sqlx::query(
         "SELECT id, client, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
-         cod_settled, cod_held FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND tracking_number = ?2) LIMIT 1",
+         cod_settled, cod_held, details FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND tracking_number = ?2) LIMIT 1",
     )
     .bind(by_id.as_ref().map(HandoffId::as_str))
     .bind(incoming.tracking_number.as_deref())
@@ -432,12 +435,29 @@ async fn apply_one(
     }
     let verdict = state_machine::apply(&state, &seen, &incoming.event);
     let next = &verdict.next;
+    // Day J: the legal delivery time starts when the item is taken over.
+    let sla_due_at = if next.picked_up && !state.picked_up {
+        let details: Option<String> = row.try_get("details")?;
+        details
+            .and_then(|d| serde_json::from_str::<crate::domain::HandoffRequest>(&d).ok())
+            .map(|r| {
+                context.sla.due_at(
+                    incoming.event.occurred_at,
+                    &r.citizen.address,
+                    &r.agency.address,
+                    r.return_appointment_slip,
+                )
+            })
+    } else {
+        None
+    };
     sqlx::query(
         "UPDATE handoffs SET status = ?1, watermark_at = ?2, watermark_rank = ?3, cod_settled = ?4, \
          cod_held = ?5, last_carrier_event_at = ?6, updated_at = CASE WHEN ?7 THEN ?6 ELSE updated_at END, \
          picked_up_at = CASE WHEN ?8 AND picked_up_at IS NULL THEN ?9 ELSE picked_up_at END, \
          delivered_at = CASE WHEN ?1 = 'delivered' AND delivered_at IS NULL THEN ?9 ELSE delivered_at END, \
-         terminal_at = CASE WHEN ?10 AND terminal_at IS NULL THEN ?6 ELSE terminal_at END \
+         terminal_at = CASE WHEN ?10 AND terminal_at IS NULL THEN ?6 ELSE terminal_at END, \
+         sla_due_at = COALESCE(?12, sla_due_at) \
          WHERE id = ?11",
     )
     .bind(next.status.as_str())
@@ -451,6 +471,7 @@ async fn apply_one(
     .bind(ms(incoming.event.occurred_at))
     .bind(next.status.is_terminal())
     .bind(id.as_str())
+    .bind(sla_due_at.map(ms))
     .execute(&mut *tx)
     .await?;
     let mut first_sequence = None;
@@ -548,6 +569,47 @@ async fn adopt(
         relay: Some((CallbackType::StatusChanged, format)),
     };
     record_change(tx, id, previous, change, now).await
+}
+
+/// Records the ids of an order found by a lookup when the handoff has none.
+async fn record_order(
+    tx: &mut sqlx::SqliteConnection,
+    id: &HandoffId,
+    order: &crate::domain::PostalOrder,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE handoffs SET tracking_number = COALESCE(tracking_number, ?), \
+         carrier_order_id = COALESCE(carrier_order_id, ?), carrier_original_id = COALESCE(carrier_original_id, ?), \
+         postage_vnd = COALESCE(postage_vnd, ?), updated_at = ? WHERE id = ?",
+    )
+    .bind(order.tracking_number.as_deref())
+    .bind(&order.order_id)
+    .bind(&order.original_id)
+    .bind(order.postage_vnd)
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Ends a create job that is not in flight.
+async fn stop_create_job(
+    tx: &mut sqlx::SqliteConnection,
+    id: &HandoffId,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE postal_jobs SET state = 'done', last_error = 'stopped by a cancel', updated_at = ?1 \
+         WHERE handoff_id = ?2 AND operation = 'create' AND state IN ('pending', 'dead') \
+         AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)",
+    )
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// Statuses in which a handoff may still adopt its postal order.
@@ -686,6 +748,146 @@ impl Store for SqliteStore {
         Ok(Page { items, next_cursor })
     }
 
+    #[tracing::instrument(skip_all, fields(handoff_id = %id))]
+    async fn request_cancel(
+        &self,
+        client: &str,
+        id: &HandoffId,
+        format: BodyFormat,
+        now: jiff::Timestamp,
+    ) -> Result<super::CancelRequest, StoreError> {
+        use super::CancelRequest;
+        let now_ms = ms(now);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE handoffs SET id = id WHERE 0")
+            .execute(&mut *tx)
+            .await?;
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS}, cancel_requested_at FROM handoffs WHERE id = ? AND client = ?"
+        );
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .bind(client)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(CancelRequest::NotFound);
+        };
+        let handoff = handoff_from_row(&row)?;
+        let asked_before: Option<i64> = row.try_get("cancel_requested_at")?;
+        if asked_before.is_some() {
+            return Ok(CancelRequest::Accepted(handoff));
+        }
+        if !handoff.status.is_cancellable() {
+            return Ok(CancelRequest::NotAllowed(handoff));
+        }
+        sqlx::query("UPDATE handoffs SET cancel_requested_at = ? WHERE id = ?")
+            .bind(now_ms)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let entry = TimelineDraft {
+            source: Source::Intake,
+            status: None,
+            effect: Effect::Annotation,
+            sequence: None,
+            occurred_at: now,
+            carrier: None,
+            reason: Some("cancel requested"),
+            raw: None,
+        };
+        insert_timeline(&mut tx, id, &entry, now).await?;
+        // A create job that never called Vietnam Post and is not in flight
+        // can simply stop: there is no order to cancel.
+        let untouched = sqlx::query(
+            "UPDATE postal_jobs SET state = 'done', last_error = 'stopped by a cancel', updated_at = ?1 \
+             WHERE handoff_id = ?2 AND operation = 'create' AND state = 'pending' AND first_create_at IS NULL \
+             AND attempt_started_at IS NULL AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)",
+        )
+        .bind(now_ms)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if untouched == 1 && handoff.status == Status::Received {
+            if let Some(previous) = move_handoff(
+                &mut tx,
+                id,
+                &[Status::Received],
+                Status::Cancelled,
+                None,
+                now,
+            )
+            .await?
+            {
+                let change = Change {
+                    status: Status::Cancelled,
+                    source: Source::Gateway,
+                    occurred_at: now,
+                    reason: None,
+                    relay: Some((CallbackType::StatusChanged, format)),
+                };
+                record_change(&mut tx, id, previous, change, now).await?;
+            }
+        } else {
+            stop_create_job(&mut tx, id, now).await?;
+            sqlx::query(
+                "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, created_at, updated_at) \
+                 VALUES (?, 'cancel', 'pending', ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(id.as_str())
+            .bind(now_ms)
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let sql = format!("SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let handoff = handoff_from_row(&row)?;
+        tx.commit().await?;
+        Ok(CancelRequest::Accepted(handoff))
+    }
+
+    async fn quiet_handoffs(
+        &self,
+        quiet_since: jiff::Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(HandoffId, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tracking_number FROM handoffs WHERE tracking_number IS NOT NULL \
+             AND status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed') \
+             AND MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0), COALESCE(order_created_at, 0)) <= ? \
+             ORDER BY MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0)) LIMIT ?",
+        )
+        .bind(ms(quiet_since))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                Ok((
+                    HandoffId::parse(&id)
+                        .ok_or_else(|| StoreError::Corrupt(format!("id {id:?}")))?,
+                    r.try_get("tracking_number")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn mark_polled(&self, id: &HandoffId, now: jiff::Timestamp) -> Result<(), StoreError> {
+        sqlx::query("UPDATE handoffs SET polled_at = ? WHERE id = ?")
+            .bind(ms(now))
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn handoff_counts(&self) -> Result<Vec<(Kind, Status, u64)>, StoreError> {
         let rows =
             sqlx::query("SELECT kind, status, COUNT(*) AS n FROM handoffs GROUP BY kind, status")
@@ -744,9 +946,16 @@ impl Store for SqliteStore {
         let mut jobs = Vec::with_capacity(rows.len());
         for row in rows {
             let handoff_id: String = row.try_get("handoff_id")?;
-            let sql = format!("SELECT {HANDOFF_COLUMNS}, details FROM handoffs WHERE id = ?");
+            let sql = format!(
+                "SELECT {HANDOFF_COLUMNS}, details, carrier_original_id, \
+                 (SELECT first_create_at FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create') AS create_started_at, \
+                 (SELECT COUNT(*) FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create' \
+                    AND j.state = 'pending' AND j.lease_expires_at > ?2) AS create_in_flight \
+                 FROM handoffs WHERE id = ?1"
+            );
             let h = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(&handoff_id)
+                .bind(now_ms)
                 .fetch_one(&mut *tx)
                 .await?;
             let details: Option<String> = h.try_get("details")?;
@@ -766,6 +975,9 @@ impl Store for SqliteStore {
                 interrupted_at: opt_ms(row.try_get("attempt_started_at")?)?,
                 lease_expires_at: from_ms(expires)?,
                 handoff: handoff_from_row(&h)?,
+                original_id: h.try_get("carrier_original_id")?,
+                create_started_at: opt_ms(h.try_get("create_started_at")?)?,
+                create_in_flight: h.try_get::<i64, _>("create_in_flight")? > 0,
                 request,
             });
         }
@@ -829,9 +1041,11 @@ impl Store for SqliteStore {
             PostalOutcome::Reject { reason, .. } => {
                 ("done", job.step, now_ms, None, Some(reason.clone()))
             }
-            PostalOutcome::Adopt { .. } | PostalOutcome::Complete { .. } => {
-                ("done", job.step, now_ms, None, None)
-            }
+            PostalOutcome::Adopt { .. }
+            | PostalOutcome::Complete { .. }
+            | PostalOutcome::Cancelled { .. }
+            | PostalOutcome::CancelPending { .. }
+            | PostalOutcome::CancelRefused { .. } => ("done", job.step, now_ms, None, None),
         };
         let held = sqlx::query(
             "UPDATE postal_jobs SET state = ?1, next_step = ?2, next_attempt_at = ?3, refusal = ?4, \
@@ -920,6 +1134,85 @@ impl Store for SqliteStore {
                     record_change(&mut tx, id, previous, change, now).await?;
                 }
             }
+            PostalOutcome::Cancelled { order, format } => {
+                if let Some(order) = &order {
+                    record_order(&mut tx, id, order, now).await?;
+                }
+                stop_create_job(&mut tx, id, now).await?;
+                let from = [
+                    Status::Received,
+                    Status::Failed,
+                    Status::OrderCreated,
+                    Status::PickingUp,
+                    Status::PickupAttemptFailed,
+                ];
+                if let Some(previous) =
+                    move_handoff(&mut tx, id, &from, Status::Cancelled, None, now).await?
+                {
+                    let change = Change {
+                        status: Status::Cancelled,
+                        source: Source::Gateway,
+                        occurred_at: now,
+                        reason: None,
+                        relay: Some((CallbackType::StatusChanged, format)),
+                    };
+                    record_change(&mut tx, id, previous, change, now).await?;
+                }
+            }
+            PostalOutcome::CancelPending { case_id, order } => {
+                if let Some(order) = &order {
+                    record_order(&mut tx, id, order, now).await?;
+                }
+                let reason = match &case_id {
+                    Some(c) => format!("cancel pending Vietnam Post's approval (CaseId {c})"),
+                    None => "cancel pending Vietnam Post's approval".to_owned(),
+                };
+                let entry = TimelineDraft {
+                    source: Source::Gateway,
+                    status: None,
+                    effect: Effect::Annotation,
+                    sequence: None,
+                    occurred_at: now,
+                    carrier: None,
+                    reason: Some(&reason),
+                    raw: None,
+                };
+                insert_timeline(&mut tx, id, &entry, now).await?;
+            }
+            PostalOutcome::CancelRefused {
+                reason,
+                order,
+                format,
+            } => {
+                if let Some(order) = &order {
+                    record_order(&mut tx, id, order, now).await?;
+                }
+                let status: String = sqlx::query_scalar("SELECT status FROM handoffs WHERE id = ?")
+                    .bind(id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let status: Status = parse("status", &status)?;
+                let draft = CallbackDraft {
+                    event_type: CallbackType::CancelRefused,
+                    status,
+                    previous: status,
+                    reason: Some(&reason),
+                    carrier: None,
+                    occurred_at: now,
+                };
+                let sequence = queue_callback(&mut tx, id, &draft, format, now).await?;
+                let entry = TimelineDraft {
+                    source: Source::Gateway,
+                    status: Some(status),
+                    effect: Effect::Annotation,
+                    sequence: Some(sequence),
+                    occurred_at: now,
+                    carrier: None,
+                    reason: Some(&reason),
+                    raw: None,
+                };
+                insert_timeline(&mut tx, id, &entry, now).await?;
+            }
             PostalOutcome::Reschedule { .. } | PostalOutcome::Complete { .. } => {}
         }
         tx.commit().await?;
@@ -946,7 +1239,7 @@ impl Store for SqliteStore {
     async fn apply_carrier_events(
         &self,
         events: Vec<IncomingCarrierEvent>,
-        formats: &std::collections::HashMap<String, BodyFormat>,
+        context: &super::EventContext,
         now: jiff::Timestamp,
     ) -> Result<Vec<EventOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -956,7 +1249,7 @@ impl Store for SqliteStore {
             .await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for incoming in &events {
-            outcomes.push(apply_one(&mut tx, incoming, formats, now).await?);
+            outcomes.push(apply_one(&mut tx, incoming, context, now).await?);
         }
         tx.commit().await?;
         Ok(outcomes)
