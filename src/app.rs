@@ -63,6 +63,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A built gateway: listeners bound, store open, not yet serving.
 pub struct Application {
+    /// `retention.personal_data_days`.
+    retention: Duration,
     poller: Arc<Poller>,
     /// How often the poller looks for quiet handoffs: half the quiet period,
     /// between 200 ms and 30 s.
@@ -170,6 +172,9 @@ impl Application {
                 )
             })?;
         Ok(Self {
+            retention: Duration::from_secs(
+                u64::from(settings.retention.personal_data_days) * 86_400,
+            ),
             poller,
             reconcile_interval: (Duration::from_secs(settings.postal.reconcile_after_s) / 2)
                 .clamp(Duration::from_millis(200), Duration::from_secs(30)),
@@ -262,8 +267,14 @@ impl Application {
                 lc.clone(),
             );
             let poll = self.poller.clone().run(lc.clone(), self.reconcile_interval);
+            let purge = purge_personal_data(
+                self.store.clone(),
+                self.clock.clone(),
+                self.retention,
+                lc.clone(),
+            );
             Some(tokio::spawn(async move {
-                tokio::join!(dispatch, relay, gauges, poll);
+                tokio::join!(dispatch, relay, gauges, poll, purge);
             }))
         } else {
             None
@@ -342,6 +353,34 @@ async fn export_store_gauges(
         }
         tokio::select! {
             () = tokio::time::sleep(STORE_GAUGE_INTERVAL) => {}
+            () = lifecycle.drained() => {}
+        }
+    }
+}
+
+/// How often the retention purge runs.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Purges the personal data of handoffs terminal for longer than the
+/// retention period, at start and then hourly.
+async fn purge_personal_data(
+    store: SharedStore,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+    lifecycle: Lifecycle,
+) {
+    while !lifecycle.is_draining() {
+        let now = clock.now();
+        let cutoff = now
+            .checked_sub(
+                jiff::SignedDuration::try_from(retention).unwrap_or(jiff::SignedDuration::MAX),
+            )
+            .unwrap_or(jiff::Timestamp::MIN);
+        if let Err(e) = store.purge_personal_data(cutoff, now).await {
+            tracing::warn!(error = %e, "personal data purge failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PURGE_INTERVAL) => {}
             () = lifecycle.drained() => {}
         }
     }

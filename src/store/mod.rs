@@ -313,6 +313,16 @@ pub trait Store: AdminStore + Send + Sync + 'static {
     /// Notes that a handoff was just polled.
     async fn mark_polled(&self, id: &HandoffId, now: Timestamp) -> Result<(), StoreError>;
 
+    /// Clears every personal field (the request details, stored carrier
+    /// answers) of handoffs terminal since before `cutoff`, `failed` ones
+    /// excepted, and makes sure the bytes do not linger in the files.
+    /// Returns how many handoffs were purged.
+    async fn purge_personal_data(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+
     /// Handoffs per (kind, status), for the `bcci_handoffs` gauge.
     async fn handoff_counts(
         &self,

@@ -888,6 +888,51 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn purge_personal_data(
+        &self,
+        cutoff: jiff::Timestamp,
+        now: jiff::Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let purged = sqlx::query(
+            "UPDATE handoffs SET details = NULL, personal_data_erased_at = ?1 \
+             WHERE personal_data_erased_at IS NULL AND terminal_at IS NOT NULL AND terminal_at <= ?2 \
+             AND status <> 'failed' RETURNING id, tracking_number",
+        )
+        .bind(ms(now))
+        .bind(ms(cutoff))
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &purged {
+            let id: String = row.try_get("id")?;
+            let tracking: Option<String> = row.try_get("tracking_number")?;
+            sqlx::query("UPDATE timeline SET raw = NULL WHERE handoff_id = ?")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE carrier_inbox SET raw = NULL WHERE raw IS NOT NULL \
+                 AND (instr(raw, ?1) > 0 OR (?2 IS NOT NULL AND instr(raw, ?2) > 0))",
+            )
+            .bind(&id)
+            .bind(tracking.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        if !purged.is_empty() {
+            // secure_delete zeroes freed content in the database file; the
+            // checkpoint moves the zeroed pages there and truncates the WAL,
+            // which still held the old page images.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+            tracing::info!(purged = purged.len(), "personal data purged");
+        }
+        Ok(purged.len() as u64)
+    }
+
     async fn handoff_counts(&self) -> Result<Vec<(Kind, Status, u64)>, StoreError> {
         let rows =
             sqlx::query("SELECT kind, status, COUNT(*) AS n FROM handoffs GROUP BY kind, status")
