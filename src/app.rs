@@ -63,6 +63,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A built gateway: listeners bound, store open, not yet serving.
 pub struct Application {
+    calendar: crate::domain::sla::Calendar,
     /// `retention.personal_data_days`.
     retention: Duration,
     poller: Arc<Poller>,
@@ -172,6 +173,7 @@ impl Application {
                 )
             })?;
         Ok(Self {
+            calendar: events::sla_rules(&settings).calendar,
             retention: Duration::from_secs(
                 u64::from(settings.retention.personal_data_days) * 86_400,
             ),
@@ -264,6 +266,7 @@ impl Application {
                 self.store.clone(),
                 self.metrics.clone(),
                 self.clock.clone(),
+                self.calendar.clone(),
                 lc.clone(),
             );
             let poll = self.poller.clone().run(lc.clone(), self.reconcile_interval);
@@ -314,11 +317,35 @@ async fn export_store_gauges(
     store: SharedStore,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    calendar: crate::domain::sla::Calendar,
     lifecycle: Lifecycle,
 ) {
-    use crate::telemetry::metrics::{HandoffLabels, QueueLabels};
+    use crate::telemetry::metrics::{HandoffLabels, KindLabels, QueueLabels};
+    if let Some(last) = calendar.last_day()
+        && let Ok(z) = last.to_zoned(crate::domain::time::vietnam())
+    {
+        metrics
+            .calendar_last_day
+            .set(z.timestamp().as_second() as f64);
+    }
     while !lifecycle.is_draining() {
         let now = clock.now();
+        metrics
+            .working_hours
+            .set(i64::from(is_working_hours(&calendar, now)));
+        match store.record_sla_breaches(now).await {
+            Ok(kinds) => {
+                for kind in kinds {
+                    metrics
+                        .sla_breaches
+                        .get_or_create(&KindLabels {
+                            kind: kind.as_str(),
+                        })
+                        .inc();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "recording SLA breaches failed"),
+        }
         for (queue, stats) in [
             ("postal", store.postal_queue_stats(now).await),
             ("callback", store.callback_queue_stats(now).await),
@@ -356,6 +383,13 @@ async fn export_store_gauges(
             () = lifecycle.drained() => {}
         }
     }
+}
+
+/// Working hours of a one-stop desk, Vietnam time: 07:30 to 17:00.
+pub fn is_working_hours(calendar: &crate::domain::sla::Calendar, now: jiff::Timestamp) -> bool {
+    let local = now.to_zoned(crate::domain::time::vietnam());
+    let minutes = i32::from(local.hour()) * 60 + i32::from(local.minute());
+    calendar.is_working_day(local.date()) && (7 * 60 + 30..17 * 60).contains(&minutes)
 }
 
 /// How often the retention purge runs.

@@ -288,7 +288,12 @@ pub async fn record_batch(
     for outcome in outcomes {
         let name = match outcome {
             EventOutcome::UnknownOrder => "unknown_order",
-            EventOutcome::Recorded { effect, .. } => effect_label(effect),
+            EventOutcome::Recorded { effect, legs, .. } => {
+                for (kind, stage, seconds) in legs {
+                    state.metrics.leg(kind.as_str(), stage, seconds);
+                }
+                effect_label(effect)
+            }
         };
         state.metrics.postal_event(label, name);
     }

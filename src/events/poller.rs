@@ -104,7 +104,12 @@ impl Poller {
                     for o in outcomes {
                         let label = match o {
                             EventOutcome::UnknownOrder => "unknown_order",
-                            EventOutcome::Recorded { effect, .. } => effect.as_str(),
+                            EventOutcome::Recorded { effect, legs, .. } => {
+                                for (kind, stage, seconds) in legs {
+                                    self.state.metrics.leg(kind.as_str(), stage, seconds);
+                                }
+                                effect.as_str()
+                            }
                         };
                         self.state.metrics.postal_event("poll", label);
                     }

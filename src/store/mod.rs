@@ -213,13 +213,15 @@ pub struct EventContext {
 }
 
 /// What recording one carrier event did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EventOutcome {
     /// No handoff matches it (or it concerns another order of the handoff).
     UnknownOrder,
     Recorded {
         handoff_id: HandoffId,
         effect: crate::domain::Effect,
+        /// Stages this event completed: (kind, stage, seconds).
+        legs: Vec<(crate::domain::Kind, &'static str, f64)>,
     },
 }
 
@@ -322,6 +324,14 @@ pub trait Store: AdminStore + Send + Sync + 'static {
         cutoff: Timestamp,
         now: Timestamp,
     ) -> Result<u64, StoreError>;
+
+    /// Records `sla_breached_at` on handoffs that missed their legal delivery
+    /// time (not reached by `now`, or reached late) and returns the kind of
+    /// each one recorded now; each breach is recorded once, by one process.
+    async fn record_sla_breaches(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<crate::domain::Kind>, StoreError>;
 
     /// Handoffs per (kind, status), for the `bcci_handoffs` gauge.
     async fn handoff_counts(

@@ -62,6 +62,19 @@ pub struct HandoffLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+/// Labels of `bcci_leg_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LegLabels {
+    pub kind: &'static str,
+    /// order, pickup, delivery
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -83,6 +96,10 @@ pub struct Metrics {
     pub callbacks: Family<OutcomeLabels, Counter>,
     pub callback_duration: Histogram,
     pub handoffs: Family<HandoffLabels, Gauge>,
+    pub sla_breaches: Family<KindLabels, Counter>,
+    pub leg_duration: Family<LegLabels, Histogram>,
+    pub working_hours: Gauge,
+    pub calendar_last_day: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -192,8 +209,54 @@ impl Metrics {
             "Handoffs in the store by kind and status (whole store)",
             handoffs.clone(),
         );
+        let sla_breaches = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "sla_breaches",
+            "Handoffs that missed their legal delivery time (sla_due_at), counted once",
+            sla_breaches.clone(),
+        );
+        let leg_duration = Family::<LegLabels, Histogram>::new_with_constructor(|| {
+            // One minute to three weeks: postal legs take hours to days.
+            Histogram::new([
+                60.0,
+                300.0,
+                900.0,
+                3600.0,
+                4.0 * 3600.0,
+                12.0 * 3600.0,
+                86_400.0,
+                2.0 * 86_400.0,
+                3.0 * 86_400.0,
+                5.0 * 86_400.0,
+                8.0 * 86_400.0,
+                14.0 * 86_400.0,
+                21.0 * 86_400.0,
+            ])
+        });
+        registry.register_with_unit(
+            "leg_duration",
+            "Duration of a handoff's stages: order (received to order_created), pickup (to picked_up), delivery (to delivered, or a return's first delivery attempt)",
+            Unit::Seconds,
+            leg_duration.clone(),
+        );
+        let working_hours = Gauge::default();
+        registry.register(
+            "working_hours",
+            "1 during working hours (07:30-17:00 Vietnam time) of a working day, 0 otherwise",
+            working_hours.clone(),
+        );
+        let calendar_last_day = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "calendar_last_day_timestamp_seconds",
+            "Unix time of the last day the holiday calendar covers",
+            calendar_last_day.clone(),
+        );
         Self {
             registry,
+            sla_breaches,
+            leg_duration,
+            working_hours,
+            calendar_last_day,
             handoffs_received,
             postal_events,
             last_carrier_event,
@@ -208,6 +271,13 @@ impl Metrics {
             queue_oldest_age,
             dead_letters,
         }
+    }
+
+    /// Observes the duration of a completed stage.
+    pub fn leg(&self, kind: &'static str, stage: &'static str, seconds: f64) {
+        self.leg_duration
+            .get_or_create(&LegLabels { kind, stage })
+            .observe(seconds.max(0.0));
     }
 
     /// Counts one carrier status report.

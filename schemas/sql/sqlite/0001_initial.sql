@@ -22,6 +22,7 @@ CREATE TABLE handoffs (
     due_at                  INTEGER,
     sla_due_at              INTEGER,
     sla_breached_at         INTEGER,
+    sla_reached_at          INTEGER,            -- delivered (a return: first delivery attempt)
     watermark_at            INTEGER,            -- newest carrier event time that set the status
     watermark_rank          INTEGER,
     next_sequence           INTEGER NOT NULL DEFAULT 1,

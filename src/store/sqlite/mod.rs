@@ -377,8 +377,8 @@ async fn apply_one(
         .as_deref()
         .and_then(HandoffId::parse);
     let row = sqlx::query(
-        "SELECT id, client, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
-         cod_settled, cod_held, details FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND tracking_number = ?2) LIMIT 1",
+        "SELECT id, client, kind, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
+         cod_settled, cod_held, details, order_created_at, sla_reached_at FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND tracking_number = ?2) LIMIT 1",
     )
     .bind(by_id.as_ref().map(HandoffId::as_str))
     .bind(incoming.tracking_number.as_deref())
@@ -400,12 +400,14 @@ async fn apply_one(
         // cancelled, never this handoff's own.
         return Ok(EventOutcome::UnknownOrder);
     }
+    let mut adopted_now = false;
     if known_tracking.is_none()
         && AWAITING_ORDER.contains(&status)
         && let Some(order) = &incoming.order
     {
         adopt(tx, &id, order, status, format, incoming.event.source, now).await?;
         status = Status::OrderCreated;
+        adopted_now = true;
     }
     let watermark_at: Option<i64> = row.try_get("watermark_at")?;
     let watermark_rank: Option<i64> = row.try_get("watermark_rank")?;
@@ -435,6 +437,39 @@ async fn apply_one(
     }
     let verdict = state_machine::apply(&state, &seen, &incoming.event);
     let next = &verdict.next;
+    let kind: Kind = parse("kind", row.try_get("kind")?)?;
+    let occurred = incoming.event.occurred_at;
+    let mut legs = Vec::new();
+    let picked_up_at: Option<jiff::Timestamp> = if next.picked_up && !state.picked_up {
+        let order_created_at: Option<i64> = if adopted_now {
+            Some(ms(now))
+        } else {
+            row.try_get("order_created_at")?
+        };
+        if let Some(created) = order_created_at {
+            legs.push((kind, "pickup", (ms(occurred) - created) as f64 / 1000.0));
+        }
+        Some(occurred)
+    } else {
+        opt_ms(row.try_get("picked_up_at")?)?
+    };
+    // The legal clock stops at delivery; for a return at the first delivery attempt.
+    let reaches = next.status != state.status
+        && match kind {
+            Kind::Pickup => next.status == Status::Delivered,
+            Kind::Return => matches!(
+                next.status,
+                Status::Delivered | Status::DeliveryAttemptFailed
+            ),
+        };
+    let reached_at = if reaches && row.try_get::<Option<i64>, _>("sla_reached_at")?.is_none() {
+        if let Some(p) = picked_up_at {
+            legs.push((kind, "delivery", (ms(occurred) - ms(p)) as f64 / 1000.0));
+        }
+        Some(occurred)
+    } else {
+        None
+    };
     // Day J: the legal delivery time starts when the item is taken over.
     let sla_due_at = if next.picked_up && !state.picked_up {
         let details: Option<String> = row.try_get("details")?;
@@ -457,7 +492,7 @@ async fn apply_one(
          picked_up_at = CASE WHEN ?8 AND picked_up_at IS NULL THEN ?9 ELSE picked_up_at END, \
          delivered_at = CASE WHEN ?1 = 'delivered' AND delivered_at IS NULL THEN ?9 ELSE delivered_at END, \
          terminal_at = CASE WHEN ?10 AND terminal_at IS NULL THEN ?6 ELSE terminal_at END, \
-         sla_due_at = COALESCE(?12, sla_due_at) \
+         sla_due_at = COALESCE(?12, sla_due_at), sla_reached_at = COALESCE(sla_reached_at, ?13) \
          WHERE id = ?11",
     )
     .bind(next.status.as_str())
@@ -472,6 +507,7 @@ async fn apply_one(
     .bind(next.status.is_terminal())
     .bind(id.as_str())
     .bind(sla_due_at.map(ms))
+    .bind(reached_at.map(ms))
     .execute(&mut *tx)
     .await?;
     let mut first_sequence = None;
@@ -524,6 +560,7 @@ async fn apply_one(
     Ok(EventOutcome::Recorded {
         handoff_id: id,
         effect: verdict.effect,
+        legs,
     })
 }
 
@@ -931,6 +968,22 @@ impl Store for SqliteStore {
             tracing::info!(purged = purged.len(), "personal data purged");
         }
         Ok(purged.len() as u64)
+    }
+
+    async fn record_sla_breaches(&self, now: jiff::Timestamp) -> Result<Vec<Kind>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE handoffs SET sla_breached_at = ?1 WHERE sla_breached_at IS NULL AND sla_due_at IS NOT NULL \
+             AND ((sla_reached_at IS NULL AND sla_due_at < ?1 \
+                   AND status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed')) \
+                  OR sla_reached_at > sla_due_at) \
+             RETURNING kind",
+        )
+        .bind(ms(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| parse::<Kind>("kind", r.try_get("kind")?))
+            .collect()
     }
 
     async fn handoff_counts(&self) -> Result<Vec<(Kind, Status, u64)>, StoreError> {
