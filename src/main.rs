@@ -256,6 +256,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+            let calendar = bcci_gateway::events::sla_rules(&settings).calendar;
+            let today = jiff::Zoned::now()
+                .with_time_zone(bcci_gateway::domain::time::vietnam())
+                .date();
+            match calendar.last_day() {
+                None => eprintln!(
+                    "warning: [calendar] lists no holidays; SLA due times will ignore public holidays"
+                ),
+                Some(last) if (last - today).get_days() < 60 => eprintln!(
+                    "warning: the holiday calendar ends on {last}, within 60 days: add next year's holidays to [calendar]"
+                ),
+                Some(_) => {}
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { run_for } => {
