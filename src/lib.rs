@@ -21,3 +21,4 @@ pub mod relay;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

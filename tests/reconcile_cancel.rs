@@ -263,7 +263,8 @@ async fn an_order_created_is_cancelled_at_vietnam_post_and_relayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_pending_approval_keeps_its_case_id_and_completes_with_status_9() {
-    let mut sim = quiet_sim(300);
+    // Slow steps: the cancel must reach Vietnam Post before the pickup (status 6).
+    let mut sim = quiet_sim(2000);
     sim.faults.webhooks_enabled = true;
     sim.webhook_url = Some(String::new());
     sim.sequence_weights = vec![("delivered".into(), 1)];

@@ -19,15 +19,9 @@ use crate::domain::{CreateStep, PostalOrder, Status};
 use crate::lifecycle::Lifecycle;
 use crate::store::{PostalJob, PostalOperation, PostalOutcome, SharedStore};
 use crate::telemetry::Metrics;
+pub use crate::worker::Executed;
 use guard::{CallResult, PostalGuard};
 use plan::{JobView, Observation, Plan, Rules};
-
-/// Whether a step found work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Executed {
-    Worked,
-    Idle,
-}
 
 /// Where a client's orders go and how its callbacks are written.
 #[derive(Debug, Clone)]
@@ -130,29 +124,11 @@ impl Dispatcher {
     /// Runs `workers` concurrent workers until the lifecycle drains; each
     /// finishes the call it is making.
     pub async fn run(self: Arc<Self>, lifecycle: Lifecycle, workers: usize, poll: Duration) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..workers.max(1) {
+        let step = move || {
             let me = self.clone();
-            let lc = lifecycle.clone();
-            tasks.spawn(async move {
-                while !lc.is_draining() {
-                    match me.try_execute().await {
-                        Ok(Executed::Worked) => {}
-                        Ok(Executed::Idle) => {
-                            tokio::select! {
-                                () = tokio::time::sleep(poll) => {}
-                                () = lc.drained() => {}
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "postal worker step failed");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
+            async move { me.try_execute().await }
+        };
+        crate::worker::run_loops("postal", lifecycle, workers, poll, step).await;
     }
 
     fn route(&self, client: &str) -> ClientRoute {

@@ -346,12 +346,12 @@ mod tests {
             which in 0..SEQUENCES.len(),
             order in Just(()).prop_flat_map(|_| prop::collection::vec(any::<u32>(), 0..40)),
             dups in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
-            poll_offsets in prop::collection::vec(-6i64..7, 0..5),
+            poll_offsets in prop::collection::vec(-3i64..4, 0..5),
         ) {
             let seq = SEQUENCES[which];
-            // Events with strictly increasing one-second times, some duplicated,
-            // some reported again by the poller with a time a few seconds off
-            // (never past a neighbouring event), then shuffled.
+            // Events 7 s apart, some duplicated, some reported again by the
+            // poller with a time up to 3 s off (so the poller's history keeps
+            // the sequence's order, as Vietnam Post's does), then shuffled.
             let mut events: Vec<CarrierEvent> = seq.iter().enumerate().map(|(i, c)| ev(*c, i as i64 * 7)).collect();
             for d in &dups {
                 events.push(events[d.index(seq.len())].clone());

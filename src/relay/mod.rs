@@ -16,6 +16,7 @@ use crate::lifecycle::Lifecycle;
 use crate::store::{CallbackJob, CallbackOutcome, SharedStore};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::OutcomeLabels;
+pub use crate::worker::Executed;
 use signature::SigningKey;
 
 /// Where a client's callbacks go.
@@ -23,13 +24,6 @@ use signature::SigningKey;
 struct Target {
     url: String,
     keys: Vec<SigningKey>,
-}
-
-/// Whether a step found work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Executed {
-    Worked,
-    Idle,
 }
 
 /// The callback worker of one process.
@@ -113,29 +107,11 @@ impl Relay {
 
     /// Runs `workers` concurrent workers until the lifecycle drains.
     pub async fn run(self: Arc<Self>, lifecycle: Lifecycle, workers: usize, poll: Duration) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..workers.max(1) {
+        let step = move || {
             let me = self.clone();
-            let lc = lifecycle.clone();
-            tasks.spawn(async move {
-                while !lc.is_draining() {
-                    match me.try_execute().await {
-                        Ok(Executed::Worked) => {}
-                        Ok(Executed::Idle) => {
-                            tokio::select! {
-                                () = tokio::time::sleep(poll) => {}
-                                () = lc.drained() => {}
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "callback worker step failed");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
+            async move { me.try_execute().await }
+        };
+        crate::worker::run_loops("callback", lifecycle, workers, poll, step).await;
     }
 
     fn count(&self, outcome: &'static str) {

@@ -457,6 +457,22 @@ impl PostalOperation {
     }
 }
 
+/// Cuts `limit + 1` fetched rows to a page: the extra row, when present,
+/// says there is a next page, whose cursor is the last kept row's.
+pub(crate) fn cut_page<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let next = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
+    (items, next)
+}
+
 pub(crate) fn ms(ts: Timestamp) -> i64 {
     ts.as_millisecond()
 }

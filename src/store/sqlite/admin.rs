@@ -372,16 +372,11 @@ impl AdminStore for SqliteStore {
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut items = rows
+        let items = rows
             .iter()
             .map(callback_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|c| c.id.clone())
-        } else {
-            None
-        };
+        let (items, next_cursor) = crate::store::cut_page(items, limit, |c| c.id.clone());
         Ok(CallbackPage { items, next_cursor })
     }
 

@@ -649,6 +649,21 @@ async fn stop_create_job(
     Ok(())
 }
 
+/// Depth, oldest age and dead letters of a queue, from a query naming them.
+async fn queue_stats(
+    pool: &SqlitePool,
+    sql: &'static str,
+    now: jiff::Timestamp,
+) -> Result<QueueStats, StoreError> {
+    let row = sqlx::query(sql).fetch_one(pool).await?;
+    let oldest: Option<i64> = row.try_get("oldest")?;
+    Ok(QueueStats {
+        depth: row.try_get::<i64, _>("depth")? as u64,
+        oldest_age_s: oldest.map_or(0.0, |o| ((ms(now) - o).max(0) as f64) / 1000.0),
+        dead: row.try_get::<i64, _>("dead")? as u64,
+    })
+}
+
 /// Statuses in which a handoff may still adopt its postal order.
 const AWAITING_ORDER: &[Status] = &[Status::Received, Status::Failed];
 
@@ -772,16 +787,11 @@ impl Store for SqliteStore {
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut items = rows
+        let items = rows
             .iter()
             .map(handoff_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|h| h.id.to_string())
-        } else {
-            None
-        };
+        let (items, next_cursor) = super::cut_page(items, limit, |h| h.id.to_string());
         Ok(Page { items, next_cursor })
     }
 
@@ -1318,19 +1328,14 @@ impl Store for SqliteStore {
     }
 
     async fn postal_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
-        let row = sqlx::query(
+        queue_stats(
+            &self.pool,
             "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS depth, \
              MIN(created_at) FILTER (WHERE state = 'pending') AS oldest, \
              COUNT(*) FILTER (WHERE state = 'dead') AS dead FROM postal_jobs",
+            now,
         )
-        .fetch_one(&self.pool)
-        .await?;
-        let oldest: Option<i64> = row.try_get("oldest")?;
-        Ok(QueueStats {
-            depth: row.try_get::<i64, _>("depth")? as u64,
-            oldest_age_s: oldest.map_or(0.0, |o| ((ms(now) - o).max(0) as f64) / 1000.0),
-            dead: row.try_get::<i64, _>("dead")? as u64,
-        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(events = events.len()))]
@@ -1486,19 +1491,14 @@ impl Store for SqliteStore {
     }
 
     async fn callback_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
-        let row = sqlx::query(
+        queue_stats(
+            &self.pool,
             "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS depth, \
              MIN(created_at) FILTER (WHERE state = 'pending') AS oldest, \
              COUNT(*) FILTER (WHERE state = 'dead') AS dead FROM callbacks",
+            now,
         )
-        .fetch_one(&self.pool)
-        .await?;
-        let oldest: Option<i64> = row.try_get("oldest")?;
-        Ok(QueueStats {
-            depth: row.try_get::<i64, _>("depth")? as u64,
-            oldest_age_s: oldest.map_or(0.0, |o| ((ms(now) - o).max(0) as f64) / 1000.0),
-            dead: row.try_get::<i64, _>("dead")? as u64,
-        })
+        .await
     }
 
     async fn callbacks_of(
