@@ -153,9 +153,10 @@ async fn the_calendar_horizon_and_working_hours_are_exported() {
     loop {
         let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
         let working = text.lines().find(|l| l.starts_with("bcci_working_hours "));
-        if text.contains(&format!(
-            "bcci_calendar_last_day_timestamp_seconds {last_day}"
-        )) && working.is_some()
+        if let Some(working) = working
+            && text.contains(&format!(
+                "bcci_calendar_last_day_timestamp_seconds {last_day}"
+            ))
         {
             let expected = bcci_gateway::app::is_working_hours(
                 &bcci_gateway::domain::sla::Calendar::new(&[], &[]),
@@ -163,9 +164,7 @@ async fn the_calendar_horizon_and_working_hours_are_exported() {
             );
             // Today (2026-11-25) is no holiday, so the empty calendar agrees.
             assert!(
-                working
-                    .unwrap()
-                    .ends_with(if expected { " 1" } else { " 0" }),
+                working.ends_with(if expected { " 1" } else { " 0" }),
                 "{text}"
             );
             break;
