@@ -20,9 +20,6 @@ use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-
-/// A handoff's status and tracking number as the intake API shows them.
-type StatusAndTracking = (String, Option<String>);
 const BIN: &str = env!("CARGO_BIN_EXE_bcci-gateway");
 const TOKEN: &str = "soak-client-token";
 const ADMIN_TOKEN: &str = "soak-admin-token";
@@ -409,12 +406,10 @@ async fn submit(
     }
 }
 
-/// What the gateway says about a handoff: (status, tracking number).
-async fn read_handoff(
-    http: &reqwest::Client,
-    base: &str,
-    id: &str,
-) -> Option<(String, Option<String>)> {
+/// What the gateway says about a handoff: its status and tracking number.
+type Progress = (String, Option<String>);
+
+async fn read_handoff(http: &reqwest::Client, base: &str, id: &str) -> Option<Progress> {
     let r = http
         .get(format!("{base}/v1/handoffs/{id}"))
         .bearer_auth(TOKEN)
@@ -538,7 +533,7 @@ async fn three_hundred_handoffs_through_faults_and_three_sigkills_make_exactly_o
     assert_eq!(ids.len(), HANDOFFS);
 
     // Every handoff gets its order and tracking number.
-    let mut seen: HashMap<String, (String, Option<String>)> = HashMap::new();
+    let mut seen: HashMap<String, Progress> = HashMap::new();
     loop {
         gateway.assert_alive();
         let pending: Vec<String> = ids
@@ -552,7 +547,7 @@ async fn three_hundred_handoffs_through_faults_and_three_sigkills_make_exactly_o
         if pending.is_empty() {
             break;
         }
-        let read: Vec<(String, Option<StatusAndTracking>)> = futures_util::stream::iter(pending)
+        let read: Vec<(String, Option<Progress>)> = futures_util::stream::iter(pending)
             .map(|id| {
                 let (http, base) = (http.clone(), base.clone());
                 async move {
