@@ -118,6 +118,7 @@ impl Application {
             clock.clone(),
             guard.clone(),
             metrics.clone(),
+            lifecycle.clone(),
         ));
         let relay = Arc::new(Relay::new(
             &settings,

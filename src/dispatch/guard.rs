@@ -78,10 +78,40 @@ impl PostalGuard {
     }
 
     /// Waits until a call may be made: no pause, breaker closed (or this is
-    /// the half-open probe), and a token of the rate available.
-    pub async fn permit(&self) {
+    /// the half-open probe), and a token of the rate available. The permit
+    /// records the call's result; dropped unrecorded (the call was not made),
+    /// it gives the half-open probe back.
+    pub async fn permit(&self) -> Permit<'_> {
         loop {
-            let wait = self.try_permit(Instant::now());
+            match self.try_permit(Instant::now()) {
+                Ok(probe) => {
+                    return Permit {
+                        guard: self,
+                        probe,
+                        recorded: false,
+                    };
+                }
+                Err(d) => tokio::time::sleep(d).await,
+            }
+        }
+    }
+
+    /// Waits while calls are paused or the breaker is open, without taking
+    /// anything: workers wait here before claiming work, so their leases do
+    /// not run down while Vietnam Post is unavailable.
+    pub async fn ready(&self) {
+        loop {
+            let wait = {
+                let s = self.state.lock().expect("guard lock");
+                let now = Instant::now();
+                let paused = s.paused_until.filter(|u| now < *u).map(|u| u - now);
+                let open = match s.breaker {
+                    Breaker::Open { until } if now < until => Some(until - now),
+                    Breaker::HalfOpen { probing: true } => Some(Duration::from_millis(100)),
+                    _ => None,
+                };
+                paused.max(open)
+            };
             match wait {
                 None => return,
                 Some(d) => tokio::time::sleep(d).await,
@@ -89,36 +119,44 @@ impl PostalGuard {
         }
     }
 
-    /// `None` when the call may go now, else how long to wait before asking again.
-    fn try_permit(&self, now: Instant) -> Option<Duration> {
+    fn release_probe(&self) {
+        let mut s = self.state.lock().expect("guard lock");
+        if let Breaker::HalfOpen { probing: true } = s.breaker {
+            s.breaker = Breaker::HalfOpen { probing: false };
+        }
+    }
+
+    /// `Ok(is_probe)` when the call may go now, else how long to wait.
+    fn try_permit(&self, now: Instant) -> Result<bool, Duration> {
         let mut s = self.state.lock().expect("guard lock");
         if let Some(until) = s.paused_until {
             if now < until {
-                return Some(until - now);
+                return Err(until - now);
             }
             s.paused_until = None;
         }
         match s.breaker {
-            Breaker::Open { until } if now < until => return Some(until - now),
+            Breaker::Open { until } if now < until => return Err(until - now),
             Breaker::Open { .. } => s.breaker = Breaker::HalfOpen { probing: false },
-            Breaker::HalfOpen { probing: true } => return Some(Duration::from_millis(100)),
+            Breaker::HalfOpen { probing: true } => return Err(Duration::from_millis(100)),
             _ => {}
         }
         let elapsed = now.saturating_duration_since(s.refilled_at).as_secs_f64();
         s.tokens = (s.tokens + elapsed * self.per_second).min(self.per_second);
         s.refilled_at = now;
         if s.tokens < 1.0 {
-            return Some(Duration::from_secs_f64((1.0 - s.tokens) / self.per_second));
+            return Err(Duration::from_secs_f64((1.0 - s.tokens) / self.per_second));
         }
         s.tokens -= 1.0;
         if let Breaker::HalfOpen { probing: false } = s.breaker {
             s.breaker = Breaker::HalfOpen { probing: true };
+            return Ok(true);
         }
-        None
+        Ok(false)
     }
 
     /// Records how a permitted call went.
-    pub fn record(&self, result: CallResult) {
+    fn record(&self, result: CallResult) {
         let now = Instant::now();
         let mut s = self.state.lock().expect("guard lock");
         match result {
@@ -159,6 +197,30 @@ impl PostalGuard {
     }
 }
 
+/// Leave to make one postal call; see [`PostalGuard::permit`].
+#[must_use = "a permit records the call's result"]
+pub struct Permit<'a> {
+    guard: &'a PostalGuard,
+    probe: bool,
+    recorded: bool,
+}
+
+impl Permit<'_> {
+    /// Records how the call went.
+    pub fn record(mut self, result: CallResult) {
+        self.recorded = true;
+        self.guard.record(result);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.recorded {
+            self.guard.release_probe();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,24 +240,60 @@ mod tests {
     async fn the_breaker_opens_after_consecutive_failures_probes_and_closes() {
         let g = guard(1000);
         for _ in 0..3 {
-            assert_eq!(g.try_permit(Instant::now()), None);
+            assert_eq!(g.try_permit(Instant::now()), Ok(false));
             g.record(CallResult::Failed { retry_after: None });
         }
         assert!(g.is_open());
-        assert!(g.try_permit(Instant::now()).is_some(), "open: no calls");
+        assert!(g.try_permit(Instant::now()).is_err(), "open: no calls");
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(g.try_permit(Instant::now()), None, "one probe");
-        assert!(g.try_permit(Instant::now()).is_some(), "only one probe");
+        assert_eq!(g.try_permit(Instant::now()), Ok(true), "one probe");
+        assert!(g.try_permit(Instant::now()).is_err(), "only one probe");
         g.record(CallResult::Failed { retry_after: None });
         assert!(
-            g.try_permit(Instant::now()).is_some(),
+            g.try_permit(Instant::now()).is_err(),
             "a failed probe reopens"
         );
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(g.try_permit(Instant::now()), None);
+        assert_eq!(g.try_permit(Instant::now()), Ok(true));
         g.record(CallResult::Answered);
         assert!(!g.is_open());
-        assert_eq!(g.try_permit(Instant::now()), None);
+        assert_eq!(g.try_permit(Instant::now()), Ok(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_not_made_is_given_back() {
+        let g = guard(1000);
+        for _ in 0..3 {
+            g.record(CallResult::Failed { retry_after: None });
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let permit = g.permit().await;
+        assert!(g.try_permit(Instant::now()).is_err(), "the probe is out");
+        drop(permit);
+        // Another worker may probe now; without the give-back every worker
+        // would wait for a probe that never reports.
+        let again = tokio::time::timeout(Duration::from_secs(1), g.permit()).await;
+        assert!(
+            again.is_ok(),
+            "the breaker stayed half-open with no probe in flight"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_waits_out_an_open_breaker_without_taking_the_probe() {
+        let g = guard(1000);
+        for _ in 0..3 {
+            g.record(CallResult::Failed { retry_after: None });
+        }
+        let waited = tokio::time::timeout(Duration::from_secs(5), g.ready()).await;
+        assert!(waited.is_err(), "ready while open");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        g.ready().await;
+        assert_eq!(
+            g.try_permit(Instant::now()),
+            Ok(true),
+            "the probe is still there to take"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -204,20 +302,20 @@ mod tests {
         g.record(CallResult::Failed {
             retry_after: Some(Duration::from_secs(7)),
         });
-        let wait = g.try_permit(Instant::now()).expect("paused");
+        let wait = g.try_permit(Instant::now()).expect_err("paused");
         assert!(wait > Duration::from_secs(6));
         tokio::time::advance(Duration::from_secs(7)).await;
-        assert_eq!(g.try_permit(Instant::now()), None);
+        assert_eq!(g.try_permit(Instant::now()), Ok(false));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_holds_one_second_of_calls() {
         let g = guard(5);
         for _ in 0..5 {
-            assert_eq!(g.try_permit(Instant::now()), None);
+            assert_eq!(g.try_permit(Instant::now()), Ok(false));
         }
-        assert!(g.try_permit(Instant::now()).is_some());
+        assert!(g.try_permit(Instant::now()).is_err());
         tokio::time::advance(Duration::from_millis(200)).await;
-        assert_eq!(g.try_permit(Instant::now()), None);
+        assert_eq!(g.try_permit(Instant::now()), Ok(false));
     }
 }

@@ -20,7 +20,7 @@ use crate::lifecycle::Lifecycle;
 use crate::store::{PostalJob, PostalOperation, PostalOutcome, SharedStore};
 use crate::telemetry::Metrics;
 pub use crate::worker::Executed;
-use guard::{CallResult, PostalGuard};
+use guard::{CallResult, Permit, PostalGuard};
 use plan::{JobView, Observation, Plan, Rules};
 
 /// Where a client's orders go and how its callbacks are written.
@@ -44,6 +44,7 @@ pub struct Dispatcher {
     clients: HashMap<String, ClientRoute>,
     default_customer_code: String,
     default_service_code: String,
+    lifecycle: Lifecycle,
 }
 
 impl Dispatcher {
@@ -54,6 +55,7 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         guard: Arc<PostalGuard>,
         metrics: Arc<Metrics>,
+        lifecycle: Lifecycle,
     ) -> Self {
         let clients = settings
             .intake
@@ -94,11 +96,18 @@ impl Dispatcher {
             clients,
             default_customer_code: settings.postal.customer_code.clone(),
             default_service_code: settings.postal.default_service_code.clone(),
+            lifecycle,
         }
     }
 
     /// Claims one due job and carries it out.
     pub async fn try_execute(&self) -> anyhow::Result<Executed> {
+        // Wait out a pause or an open breaker before claiming, so no lease
+        // runs down while Vietnam Post cannot be called; a drain ends the wait.
+        tokio::select! {
+            () = self.guard.ready() => {}
+            () = self.lifecycle.drained() => return Ok(Executed::Idle),
+        }
         let now = self.clock.now();
         let jobs = self
             .store
@@ -150,10 +159,11 @@ impl Dispatcher {
     }
 
     /// Waits for the guard, then checks that the lease still covers a call.
-    async fn may_call(&self, job: &PostalJob) -> bool {
-        self.guard.permit().await;
+    async fn may_call(&self, job: &PostalJob) -> Option<Permit<'_>> {
+        let permit = self.guard.permit().await;
         let remaining = job.lease_expires_at.duration_since(self.clock.now());
-        remaining >= SignedDuration::try_from(self.call_timeout).unwrap_or(SignedDuration::MAX)
+        (remaining >= SignedDuration::try_from(self.call_timeout).unwrap_or(SignedDuration::MAX))
+            .then_some(permit)
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id, step = %job.step))]
@@ -194,7 +204,7 @@ impl Dispatcher {
                 )
                 .await;
         };
-        if !self.may_call(&job).await {
+        let Some(permit) = self.may_call(&job).await else {
             let outcome = PostalOutcome::Reschedule {
                 step: job.step,
                 at: self.clock.now(),
@@ -202,7 +212,7 @@ impl Dispatcher {
                 last_error: None,
             };
             return self.finish(&job, outcome).await;
-        }
+        };
         let started = self.clock.now();
         if !self
             .store
@@ -251,7 +261,7 @@ impl Dispatcher {
                 }
             }
         };
-        self.guard.record(match &observed {
+        permit.record(match &observed {
             Observation::CreateFailed(f @ CallFailure::Transient { .. })
             | Observation::LookupFailed(f @ CallFailure::Transient { .. }) => CallResult::Failed {
                 retry_after: f.retry_after(),
@@ -327,9 +337,9 @@ impl Dispatcher {
                 .finish(&job, later(now + SignedDuration::from_secs(1)))
                 .await;
         }
-        if !self.may_call(&job).await {
+        let Some(permit) = self.may_call(&job).await else {
             return self.finish(&job, later(self.clock.now())).await;
-        }
+        };
         if !self
             .store
             .start_postal_attempt(&job, &self.owner, now)
@@ -337,8 +347,8 @@ impl Dispatcher {
         {
             return Ok(());
         }
-        let (original_id, found) = match &job.original_id {
-            Some(o) => (o.clone(), None),
+        let (original_id, found, permit) = match &job.original_id {
+            Some(o) => (o.clone(), None, permit),
             None => {
                 let first = job.create_started_at.unwrap_or(job.handoff.created_at);
                 let from = first.to_zoned(vietnam()).date();
@@ -347,10 +357,14 @@ impl Dispatcher {
                     .carrier
                     .find_orders(job.handoff.id.as_str(), from, to)
                     .await;
-                self.guard.record(guard_result(listed.as_ref().err()));
+                permit.record(guard_result(listed.as_ref().err()));
                 match listed {
                     Ok(orders) => match earliest(orders) {
-                        Some(order) => (order.original_id.clone(), Some(postal_order(&order))),
+                        Some(order) => (
+                            order.original_id.clone(),
+                            Some(postal_order(&order)),
+                            self.guard.permit().await,
+                        ),
                         None => {
                             let outcome = PostalOutcome::Cancelled {
                                 order: None,
@@ -366,9 +380,8 @@ impl Dispatcher {
                 }
             }
         };
-        self.guard.permit().await;
         let answer = self.carrier.cancel_order(&original_id).await;
-        self.guard.record(guard_result(answer.as_ref().err()));
+        permit.record(guard_result(answer.as_ref().err()));
         let outcome = match answer {
             Ok(CancelAnswer::Cancelled) => PostalOutcome::Cancelled {
                 order: found,
@@ -422,7 +435,7 @@ impl Dispatcher {
     #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
     async fn cancel_duplicate(&self, job: PostalJob) -> anyhow::Result<()> {
         let now = self.clock.now();
-        if !self.may_call(&job).await {
+        let Some(permit) = self.may_call(&job).await else {
             let outcome = PostalOutcome::Reschedule {
                 step: job.step,
                 at: self.clock.now(),
@@ -430,7 +443,7 @@ impl Dispatcher {
                 last_error: None,
             };
             return self.finish(&job, outcome).await;
-        }
+        };
         if !self
             .store
             .start_postal_attempt(&job, &self.owner, now)
@@ -439,7 +452,7 @@ impl Dispatcher {
             return Ok(());
         }
         let answer = self.carrier.cancel_order(&job.target).await;
-        self.guard.record(match &answer {
+        permit.record(match &answer {
             Err(f @ CallFailure::Transient { .. }) => CallResult::Failed {
                 retry_after: f.retry_after(),
             },

@@ -65,9 +65,9 @@ impl Poller {
         id: &crate::domain::HandoffId,
         tracking_number: &str,
     ) -> anyhow::Result<()> {
-        self.guard.permit().await;
+        let permit = self.guard.permit().await;
         let history = self.carrier.tracking(tracking_number).await;
-        self.guard.record(match &history {
+        permit.record(match &history {
             Err(f @ CallFailure::Transient { .. }) => CallResult::Failed {
                 retry_after: f.retry_after(),
             },
