@@ -330,20 +330,8 @@ impl AdminStore for SqliteStore {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE timeline SET raw = NULL WHERE handoff_id = ?")
-                .bind(id.as_str())
-                .execute(&mut *tx)
+            super::clear_stored_carrier_answers(&mut tx, id.as_str(), tracking_number.as_deref())
                 .await?;
-            // Reports the gateway could not read carry no handoff id column;
-            // those that name this handoff or its order go too.
-            sqlx::query(
-                "UPDATE carrier_inbox SET raw = NULL WHERE raw IS NOT NULL \
-                 AND (instr(raw, ?1) > 0 OR (?2 IS NOT NULL AND instr(raw, ?2) > 0))",
-            )
-            .bind(id.as_str())
-            .bind(tracking_number.as_deref())
-            .execute(&mut *tx)
-            .await?;
             annotate(&mut tx, id, operator, "personal data erased", now).await?;
             tracing::info!("personal data erased by an operator");
         }

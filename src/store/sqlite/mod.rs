@@ -631,6 +631,29 @@ async fn record_order(
     Ok(())
 }
 
+/// Clears the carrier answers stored for a handoff (personal data): the raw
+/// records on its timeline and the unreadable reports that name it or its
+/// order. Shared by the retention purge and an operator's erase.
+pub(super) async fn clear_stored_carrier_answers(
+    tx: &mut sqlx::SqliteConnection,
+    id: &str,
+    tracking_number: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE timeline SET raw = NULL WHERE handoff_id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE carrier_inbox SET raw = NULL WHERE raw IS NOT NULL \
+         AND (instr(raw, ?1) > 0 OR (?2 IS NOT NULL AND instr(raw, ?2) > 0))",
+    )
+    .bind(id)
+    .bind(tracking_number)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Ends a create job that is not in flight.
 async fn stop_create_job(
     tx: &mut sqlx::SqliteConnection,
@@ -954,18 +977,7 @@ impl Store for SqliteStore {
         for row in &purged {
             let id: String = row.try_get("id")?;
             let tracking: Option<String> = row.try_get("tracking_number")?;
-            sqlx::query("UPDATE timeline SET raw = NULL WHERE handoff_id = ?")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE carrier_inbox SET raw = NULL WHERE raw IS NOT NULL \
-                 AND (instr(raw, ?1) > 0 OR (?2 IS NOT NULL AND instr(raw, ?2) > 0))",
-            )
-            .bind(&id)
-            .bind(tracking.as_deref())
-            .execute(&mut *tx)
-            .await?;
+            clear_stored_carrier_answers(&mut tx, &id, tracking.as_deref()).await?;
         }
         tx.commit().await?;
         if !purged.is_empty() {
