@@ -2,6 +2,8 @@
 //! lock file so a second process refuses to start.
 
 mod admin;
+mod checkpoint;
+mod group;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/sqlite");
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Group commit of intake requests, on a connection of its own.
+    intake: group::IntakeWriter,
+    /// Stops the checkpoint task when the store goes.
+    _checkpoints: tokio_util::sync::DropGuard,
     /// Held for the life of the store: the OS lock that keeps a second process out.
     _lock: Option<File>,
 }
@@ -47,7 +53,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("secure_delete", "ON");
+            .pragma("secure_delete", "ON")
+            // Checkpoints run on a task of their own (`checkpoint`), never
+            // inside a commit, where they stalled every request waiting
+            // behind it.
+            .pragma("wal_autocheckpoint", "0");
         let path = options.get_filename().to_path_buf();
         let lock = if path.as_os_str().is_empty() || path == Path::new(":memory:") {
             None
@@ -57,7 +67,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
         // This process holds the store's lock: no other process can be working
@@ -68,7 +78,15 @@ impl SqliteStore {
         sqlx::query("UPDATE callbacks SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL")
             .execute(&pool)
             .await?;
-        Ok(Self { pool, _lock: lock })
+        let intake = group::IntakeWriter::start(&options).await?;
+        let checkpoints = tokio_util::sync::CancellationToken::new();
+        checkpoint::start(pool.clone(), checkpoints.clone());
+        Ok(Self {
+            pool,
+            intake,
+            _checkpoints: checkpoints.drop_guard(),
+            _lock: lock,
+        })
     }
 }
 
@@ -701,60 +719,7 @@ impl Store for SqliteStore {
     async fn create_handoff(&self, new: NewHandoff) -> Result<CreateOutcome, StoreError> {
         let details = serde_json::to_string(&new.request)
             .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
-        let now = ms(new.now);
-        let mut tx = self.pool.begin().await?;
-        // The insert comes first so the transaction takes the write lock at
-        // once; the unique (client, request_id) decides between racing duplicates.
-        let inserted = sqlx::query(
-            "INSERT INTO handoffs (id, client, request_id, request_sha256, kind, dossier_code, \
-             agency_code, status, cod_amount_vnd, details, due_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'received', ?, ?, ?, ?, ?) \
-             ON CONFLICT (client, request_id) DO NOTHING",
-        )
-        .bind(new.id.as_str())
-        .bind(&new.client)
-        .bind(&new.request.request_id)
-        .bind(&new.request_sha256[..])
-        .bind(new.request.kind.as_str())
-        .bind(&new.request.dossier_code)
-        .bind(&new.request.agency.code)
-        .bind(new.request.cod_amount_vnd as i64)
-        .bind(&details)
-        .bind(new.request.due_at.map(ms))
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            sqlx::query(
-                "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, created_at, updated_at) \
-                 VALUES (?, 'create', 'pending', ?, ?, ?)",
-            )
-            .bind(new.id.as_str())
-            .bind(now)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            tracing::debug!("handoff and postal job committed");
-            return Ok(CreateOutcome::Created(new_handoff_record(&new)));
-        }
-        let sql = format!(
-            "SELECT {HANDOFF_COLUMNS}, request_sha256 FROM handoffs WHERE client = ? AND request_id = ?"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&new.client)
-            .bind(&new.request.request_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.rollback().await?;
-        let stored: Vec<u8> = row.try_get("request_sha256")?;
-        Ok(CreateOutcome::Existing {
-            handoff: handoff_from_row(&row)?,
-            same_request: stored == new.request_sha256,
-        })
+        self.intake.create(new, details).await
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %id))]

@@ -1,0 +1,54 @@
+//! WAL checkpoints on a task of their own.
+//!
+//! SQLite's automatic checkpoint runs inside the commit that crosses its
+//! threshold: that commit, and with group commit every request queued behind
+//! it, waits for pages to be copied and the database file synced (the p99 of
+//! a commit went from under a millisecond to tens of them). Here a passive
+//! checkpoint runs beside the writers on a pool connection and never blocks
+//! them; only a WAL grown past `RESTART_PAGES`, because writers never left
+//! it a moment to catch up, is restarted, which waits for them once.
+
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use tokio_util::sync::CancellationToken;
+
+/// How often a passive checkpoint runs.
+const INTERVAL: Duration = Duration::from_millis(100);
+/// WAL pages past which the log is restarted (256 MiB of 4 KiB pages).
+const RESTART_PAGES: i64 = 65_536;
+
+/// Starts the checkpoint task; it stops when `stop` is cancelled or the
+/// pool is closed.
+pub(super) fn start(pool: SqlitePool, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if pool.is_closed() {
+                return;
+            }
+            match checkpoint(&pool, "PRAGMA wal_checkpoint(PASSIVE)").await {
+                Ok(log) if log > RESTART_PAGES => {
+                    tracing::info!(wal_pages = log, "restarting a long WAL");
+                    if let Err(e) = checkpoint(&pool, "PRAGMA wal_checkpoint(RESTART)").await {
+                        tracing::warn!(error = %e, "WAL restart failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(_) if pool.is_closed() => return,
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+            }
+        }
+    });
+}
+
+/// Runs a checkpoint; returns the WAL's length in pages.
+async fn checkpoint(pool: &SqlitePool, sql: &'static str) -> Result<i64, sqlx::Error> {
+    let (_busy, log, _copied): (i64, i64, i64) = sqlx::query_as(sql).fetch_one(pool).await?;
+    Ok(log)
+}
