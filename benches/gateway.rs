@@ -219,6 +219,8 @@ struct CpuSample {
     busy: u64,
     total: u64,
     ours: u64,
+    gateway: u64,
+    at: Instant,
 }
 
 fn cpu_sample(gateway: Option<u32>) -> CpuSample {
@@ -244,18 +246,26 @@ fn cpu_sample(gateway: Option<u32>) -> CpuSample {
         // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
         n(11) + n(12)
     };
-    let mut ours = proc_ticks("/proc/self/stat".into());
-    if let Some(pid) = gateway {
-        ours += proc_ticks(format!("/proc/{pid}/stat"));
+    let bench = proc_ticks("/proc/self/stat".into());
+    let gateway = gateway.map_or(0, |pid| proc_ticks(format!("/proc/{pid}/stat")));
+    CpuSample {
+        busy,
+        total,
+        ours: bench + gateway,
+        gateway,
+        at: Instant::now(),
     }
-    CpuSample { busy, total, ours }
 }
 
 /// CPU use between two samples, in per cent of the whole machine.
 #[derive(Debug, Clone, Copy)]
 struct Cpu {
     ours: f64,
+    /// The gateway's share of `ours`.
+    gateway: f64,
     background: f64,
+    /// Wall-clock seconds between the samples.
+    elapsed: f64,
 }
 
 impl Cpu {
@@ -265,8 +275,18 @@ impl Cpu {
         let ours = b.ours.saturating_sub(a.ours) as f64;
         Cpu {
             ours: 100.0 * ours / total,
+            gateway: 100.0 * b.gateway.saturating_sub(a.gateway) as f64 / total,
             background: (100.0 * (busy - ours) / total).max(0.0),
+            elapsed: b.at.duration_since(a.at).as_secs_f64(),
         }
+    }
+
+    /// CPU seconds per item: of this benchmark's processes, and of the
+    /// gateway alone.
+    fn seconds_per(&self, items: u64) -> (f64, f64) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let per = |share: f64| share / 100.0 * cores * self.elapsed / items.max(1) as f64;
+        (per(self.ours), per(self.gateway))
     }
 
     fn render(&self) -> String {
@@ -731,13 +751,15 @@ async fn intake(args: &Args) -> anyhow::Result<()> {
         args,
         &format!("intake, {CONNECTIONS} connections, workers stopped"),
         &format!(
-            "**{:.0} accepted/s** ({} accepted, {} other, {} errors in {:.0} s + {:.0} s warm-up)",
+            "**{:.0} accepted/s** ({} accepted, {} other, {} errors in {:.0} s + {:.0} s warm-up; CPU per request: {:.0} µs, of which the gateway {:.0} µs)",
             r.rate(),
             r.accepted,
             r.other,
             r.errors,
             r.measured.as_secs_f64(),
-            warmup.as_secs_f64()
+            warmup.as_secs_f64(),
+            cpu.seconds_per(r.accepted + r.other).0 * 1e6,
+            cpu.seconds_per(r.accepted + r.other).1 * 1e6,
         ),
         &format!("{:.1} / {:.1} ms", r.percentile(0.5), r.percentile(0.99)),
         &format!("{now:.1} MiB (peak {peak:.1})"),
@@ -816,13 +838,15 @@ async fn end_to_end(args: &Args) -> anyhow::Result<()> {
         args,
         "end to end (intake → order → 8 statuses → final callback)",
         &format!(
-            "**{:.0} handoffs/s** ({finals} of {} final callbacks in {:.1} s; intake done in {:.1} s; {} callbacks, {} webhook posts)",
+            "**{:.0} handoffs/s** ({finals} of {} final callbacks in {:.1} s; intake done in {:.1} s; {} callbacks, {} webhook posts; CPU per handoff: {:.0} µs, of which the gateway {:.0} µs)",
             finals as f64 / elapsed.as_secs_f64(),
             submitted.accepted,
             elapsed.as_secs_f64(),
             submit_time.as_secs_f64(),
             receiver.callbacks.load(Ordering::Relaxed),
             sim.stats().webhook_posts,
+            cpu.seconds_per(finals).0 * 1e6,
+            cpu.seconds_per(finals).1 * 1e6,
         ),
         "",
         &format!("peak {hwm:.1} MiB (sampled {peak:.1})"),
@@ -895,12 +919,14 @@ async fn backlog(args: &Args, n: usize) -> anyhow::Result<()> {
         args,
         &format!("backlog of {n}: drain after restart"),
         &format!(
-            "**{:.0} orders/s** ({created} of {} orders in {:.1} s; accepted at {:.0}/s while Vietnam Post was down; {} callbacks delivered meanwhile)",
+            "**{:.0} orders/s** ({created} of {} orders in {:.1} s; accepted at {:.0}/s while Vietnam Post was down; {} callbacks delivered meanwhile; CPU per order: {:.0} µs, of which the gateway {:.0} µs)",
             created as f64 / done.duration_since(from).as_secs_f64(),
             filled.accepted,
             done.duration_since(from).as_secs_f64(),
             filled.accepted as f64 / filled.measured.as_secs_f64(),
             receiver.callbacks.load(Ordering::Relaxed),
+            cpu.seconds_per(created).0 * 1e6,
+            cpu.seconds_per(created).1 * 1e6,
         ),
         "",
         &format!("{now:.1} MiB, peak {peak:.1} MiB"),

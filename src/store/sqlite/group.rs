@@ -183,23 +183,21 @@ pub(super) async fn write_group(
     group: &[Pending],
     scratch: &mut Scratch,
 ) -> Result<Vec<Result<CreateOutcome, StoreError>>, StoreError> {
+    // The fast path comes first in its transaction, so a failure undoes it
+    // by rolling the transaction back: no savepoint, whose statement journal
+    // copied every page the group touched.
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let slots = {
-        let mut fast = tx.begin().await?;
-        match insert_group(&mut fast, group, scratch).await {
-            Ok(slots) => {
-                fast.commit().await?;
-                slots
+    let slots = match insert_group(&mut tx, group, scratch).await {
+        Ok(slots) => slots,
+        Err(e) => {
+            tracing::warn!(error = %e, size = group.len(), "intake group written one by one");
+            tx.rollback().await?;
+            tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let mut slots = Vec::with_capacity(group.len());
+            for p in group {
+                slots.push(insert_one(&mut tx, p).await);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, size = group.len(), "intake group written one by one");
-                fast.rollback().await?;
-                let mut slots = Vec::with_capacity(group.len());
-                for p in group {
-                    slots.push(insert_one(&mut tx, p).await);
-                }
-                slots
-            }
+            slots
         }
     };
     let existing = read_existing(&mut tx, group, &slots, scratch).await?;
