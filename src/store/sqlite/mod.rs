@@ -1111,6 +1111,7 @@ impl Store for SqliteStore {
         job: &PostalJob,
         owner: &str,
         now: jiff::Timestamp,
+        must_remain: Duration,
     ) -> Result<bool, StoreError> {
         let now_ms = ms(now);
         let creates = job.operation == PostalOperation::Create
@@ -1120,12 +1121,13 @@ impl Store for SqliteStore {
              first_attempt_at = COALESCE(first_attempt_at, ?1), \
              first_create_at = CASE WHEN ?2 THEN COALESCE(first_create_at, ?1) ELSE first_create_at END, \
              attempt_started_at = CASE WHEN ?2 THEN ?1 ELSE NULL END, updated_at = ?1 \
-             WHERE id = ?3 AND lease_owner = ?4 AND lease_expires_at > ?1",
+             WHERE id = ?3 AND lease_owner = ?4 AND lease_expires_at >= ?5",
         )
         .bind(now_ms)
         .bind(creates)
         .bind(job.id)
         .bind(owner)
+        .bind(now_ms.saturating_add(i64::try_from(must_remain.as_millis()).unwrap_or(i64::MAX)))
         .execute(&self.pool)
         .await?
         .rows_affected();
