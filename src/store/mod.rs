@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 use std::sync::Arc;
