@@ -216,7 +216,7 @@ impl Dispatcher {
         let started = self.clock.now();
         if !self
             .store
-            .start_postal_attempt(&job, &self.owner, started)
+            .start_postal_attempt(&job, &self.owner, started, self.call_timeout)
             .await?
         {
             tracing::warn!("lease lost before the call; not calling");
@@ -342,7 +342,7 @@ impl Dispatcher {
         };
         if !self
             .store
-            .start_postal_attempt(&job, &self.owner, now)
+            .start_postal_attempt(&job, &self.owner, now, self.call_timeout)
             .await?
         {
             return Ok(());
@@ -446,7 +446,7 @@ impl Dispatcher {
         };
         if !self
             .store
-            .start_postal_attempt(&job, &self.owner, now)
+            .start_postal_attempt(&job, &self.owner, now, self.call_timeout)
             .await?
         {
             return Ok(());

@@ -1,9 +1,11 @@
 //! The store: the only hand-off between the gateway's steps.
 //!
 //! Every method is one transaction. The trait is the whole contract between
-//! the workers and a backend; `sqlite` and (later) `postgres` implement it.
+//! the workers and a backend; `sqlite` and `postgres` implement it.
 
 pub mod admin;
+pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -355,12 +357,14 @@ pub trait Store: AdminStore + Send + Sync + 'static {
 
     /// Commits the start of a call before it is made. For a create call the
     /// marker stays until the outcome is committed, so an attempt found
-    /// unfinished is known to be ambiguous. False when the lease was lost.
+    /// unfinished is known to be ambiguous. False when the lease was lost or
+    /// less than `must_remain` (one call timeout) of it is left: no call then.
     async fn start_postal_attempt(
         &self,
         job: &PostalJob,
         owner: &str,
         now: Timestamp,
+        must_remain: std::time::Duration,
     ) -> Result<bool, StoreError>;
 
     /// Commits a job's outcome with its effects on the handoff, timeline and
@@ -446,8 +450,11 @@ pub async fn open(
     if url.starts_with("sqlite:") {
         let store = sqlite::SqliteStore::open(url, settings).await?;
         Ok(Arc::new(store))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let store = postgres::PostgresStore::open(url, settings).await?;
+        Ok(Arc::new(store))
     } else {
-        anyhow::bail!("store.url {url:?}: only sqlite:// is supported in this build")
+        anyhow::bail!("store.url: expected sqlite://… or postgres://…")
     }
 }
 

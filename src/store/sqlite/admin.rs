@@ -8,20 +8,19 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::{
-    Change, HANDOFF_COLUMNS, SqliteStore, TimelineDraft, handoff_from_row, insert_timeline,
-    move_handoff, parse, record_change,
-};
+use super::{SqliteStore, insert_timeline, move_handoff, record_change};
 use crate::domain::callback::{BodyFormat, CallbackType};
-use crate::domain::time::vietnam;
 use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status};
 use crate::store::admin::{
     AdminOutcome, AdminStore, CallbackPage, CallbackRecord, CallbackReplay, CallbackState,
     Resolution, StatsBuilder, StatsFacts, StatsRow,
 };
-use crate::store::{StoreError, from_ms, ms};
+use crate::store::shared::{
+    CALLBACKS, Change, HANDOFF_COLUMNS, TimelineDraft, callback_from_row, handoff_from_row, parse,
+    start_of,
+};
+use crate::store::{StoreError, ms};
 
 /// Takes the write lock at the start of a transaction, so its reads and
 /// writes see one stable store.
@@ -134,45 +133,6 @@ async fn operator_change(
     sign(tx, id, c.operator).await
 }
 
-/// Callbacks with `behind_dead`: a dead callback of the same handoff comes
-/// before it (a pending one is then held).
-const CALLBACKS: &str = "(SELECT c.id, c.handoff_id, c.client, c.sequence, c.event_type, c.state, \
-     c.attempts, c.last_status, c.last_error, c.created_at, c.next_attempt_at, c.body, c.content_type, \
-     EXISTS (SELECT 1 FROM callbacks d WHERE d.handoff_id = c.handoff_id AND d.state = 'dead' \
-             AND d.sequence < c.sequence) AS behind_dead FROM callbacks c) AS x";
-
-fn callback_from_row(row: &SqliteRow) -> Result<CallbackRecord, StoreError> {
-    let handoff_id: String = row.try_get("handoff_id")?;
-    let stored: String = row.try_get("state")?;
-    let behind_dead: bool = row.try_get("behind_dead")?;
-    let state = match stored.as_str() {
-        "pending" if behind_dead => CallbackState::Held,
-        other => CallbackState::parse(other)
-            .ok_or_else(|| StoreError::Corrupt(format!("callback state {other:?}")))?,
-    };
-    let last_status: Option<i64> = row.try_get("last_status")?;
-    Ok(CallbackRecord {
-        id: row.try_get("id")?,
-        handoff_id: HandoffId::parse(&handoff_id)
-            .ok_or_else(|| StoreError::Corrupt(format!("id {handoff_id:?}")))?,
-        client: row.try_get("client")?,
-        sequence: row.try_get::<i64, _>("sequence")? as u64,
-        event_type: row.try_get("event_type")?,
-        state,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        last_status: last_status.and_then(|s| u16::try_from(s).ok()),
-        last_error: row.try_get("last_error")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        next_attempt_at: if state == CallbackState::Pending {
-            Some(from_ms(row.try_get("next_attempt_at")?)?)
-        } else {
-            None
-        },
-        body: row.try_get("body")?,
-        content_type: row.try_get("content_type")?,
-    })
-}
-
 async fn read_callback(
     tx: &mut sqlx::SqliteConnection,
     id: &str,
@@ -202,12 +162,6 @@ async fn requeue_dead(
     .await?
     .rows_affected();
     Ok(n)
-}
-
-/// Unix milliseconds at the start of a Vietnam date.
-fn start_of(date: Date) -> i64 {
-    date.to_zoned(vietnam())
-        .map_or(i64::MAX, |z| ms(z.timestamp()))
 }
 
 #[async_trait]

@@ -12,22 +12,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, migrate::Migrator};
 
+use super::shared::{
+    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, Settlement, TimelineDraft,
+    handoff_from_row, new_handoff_record, opt_ms, parse, timeline_from_row,
+};
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
     NewHandoff, Page, PostalJob, PostalOperation, PostalOutcome, QueueStats, Store, StoreError,
     from_ms, ms,
 };
 use crate::config::StoreSettings;
-use crate::domain::callback::{BodyFormat, CallbackEvent, CallbackType};
+use crate::domain::callback::{BodyFormat, CallbackType};
 use crate::domain::state_machine::{self, MachineState, Relay, SeenEvent};
-use crate::domain::{
-    CarrierInfo, CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry,
-};
+use crate::domain::{CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/sqlite");
 
@@ -111,100 +112,6 @@ fn take_lock(db: &Path) -> anyhow::Result<File> {
     }
 }
 
-const HANDOFF_COLUMNS: &str = "id, client, request_id, kind, dossier_code, agency_code, status, reason, \
-     tracking_number, postage_vnd, cod_amount_vnd, cod_settled, created_at, updated_at, due_at, sla_due_at";
-
-fn parse<T: FromStr>(what: &str, raw: &str) -> Result<T, StoreError> {
-    raw.parse()
-        .map_err(|_| StoreError::Corrupt(format!("{what} {raw:?}")))
-}
-
-fn opt_ms(v: Option<i64>) -> Result<Option<jiff::Timestamp>, StoreError> {
-    v.map(from_ms).transpose()
-}
-
-fn handoff_from_row(row: &SqliteRow) -> Result<Handoff, StoreError> {
-    let id: String = row.try_get("id")?;
-    Ok(Handoff {
-        id: HandoffId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("id {id:?}")))?,
-        client: row.try_get("client")?,
-        request_id: row.try_get("request_id")?,
-        kind: parse::<Kind>("kind", row.try_get("kind")?)?,
-        dossier_code: row.try_get("dossier_code")?,
-        agency_code: row.try_get("agency_code")?,
-        status: parse::<Status>("status", row.try_get("status")?)?,
-        reason: row.try_get("reason")?,
-        tracking_number: row.try_get("tracking_number")?,
-        postage_vnd: row.try_get("postage_vnd")?,
-        cod_amount_vnd: u64::try_from(row.try_get::<i64, _>("cod_amount_vnd")?)
-            .map_err(|_| StoreError::Corrupt("negative cod_amount_vnd".into()))?,
-        cod_settled: row.try_get("cod_settled")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-        due_at: opt_ms(row.try_get("due_at")?)?,
-        sla_due_at: opt_ms(row.try_get("sla_due_at")?)?,
-    })
-}
-
-fn timeline_from_row(row: &SqliteRow) -> Result<TimelineEntry, StoreError> {
-    let status: Option<String> = row.try_get("status")?;
-    let code: Option<i64> = row.try_get("carrier_code")?;
-    let sequence: Option<i64> = row.try_get("sequence")?;
-    Ok(TimelineEntry {
-        sequence: sequence.map(|s| s as u64),
-        status: status.map(|s| parse::<Status>("status", &s)).transpose()?,
-        effect: parse::<Effect>("effect", row.try_get("effect")?)?,
-        occurred_at: from_ms(row.try_get("occurred_at")?)?,
-        source: parse::<Source>("source", row.try_get("source")?)?,
-        carrier: match code {
-            Some(code) => Some(CarrierInfo {
-                code,
-                text: row.try_get("carrier_text")?,
-                location: row.try_get("carrier_location")?,
-            }),
-            None => None,
-        },
-        reason: row.try_get("reason")?,
-        operator: row.try_get("operator")?,
-    })
-}
-
-fn new_handoff_record(new: &NewHandoff) -> Handoff {
-    Handoff {
-        id: new.id.clone(),
-        client: new.client.clone(),
-        request_id: new.request.request_id.clone(),
-        kind: new.request.kind,
-        dossier_code: new.request.dossier_code.clone(),
-        agency_code: new.request.agency.code.clone(),
-        status: Status::Received,
-        reason: None,
-        tracking_number: None,
-        postage_vnd: None,
-        cod_amount_vnd: new.request.cod_amount_vnd,
-        cod_settled: false,
-        created_at: truncate_ms(new.now),
-        updated_at: truncate_ms(new.now),
-        due_at: new.request.due_at,
-        sla_due_at: None,
-    }
-}
-
-/// Times are stored with millisecond precision; answer what a re-read gives.
-fn truncate_ms(ts: jiff::Timestamp) -> jiff::Timestamp {
-    jiff::Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts)
-}
-
-/// A change of a handoff's status to record on its timeline and, when
-/// relayed, to queue as a callback — all inside the caller's transaction.
-struct Change<'a> {
-    status: Status,
-    source: Source,
-    occurred_at: jiff::Timestamp,
-    reason: Option<&'a str>,
-    relay: Option<(CallbackType, BodyFormat)>,
-}
-
 /// Records `change` for the handoff (already updated in `tx`): a timeline
 /// entry and, when relayed, its callback with the next sequence.
 async fn record_change(
@@ -241,16 +148,6 @@ async fn record_change(
     insert_timeline(tx, id, &entry, now).await
 }
 
-/// A callback to queue; the sequence comes from the handoff.
-struct CallbackDraft<'a> {
-    event_type: CallbackType,
-    status: Status,
-    previous: Status,
-    reason: Option<&'a str>,
-    carrier: Option<&'a CarrierInfo>,
-    occurred_at: jiff::Timestamp,
-}
-
 /// Queues a callback with the handoff's next sequence (body fixed now, from
 /// the handoff as updated in `tx`) and returns that sequence.
 async fn queue_callback(
@@ -267,22 +164,7 @@ async fn queue_callback(
         .await?;
     let handoff = handoff_from_row(&row)?;
     let sequence: i64 = row.try_get("next_sequence")?;
-    let event = CallbackEvent {
-        event_type: draft.event_type,
-        handoff_id: handoff.id.clone(),
-        request_id: handoff.request_id.clone(),
-        dossier_code: handoff.dossier_code.clone(),
-        kind: handoff.kind,
-        sequence: sequence as u64,
-        status: draft.status,
-        previous_status: Some(draft.previous),
-        tracking_number: handoff.tracking_number.clone(),
-        reason: draft.reason.map(str::to_owned),
-        carrier: draft.carrier.cloned(),
-        postage_vnd: handoff.postage_vnd,
-        sla_due_at: handoff.sla_due_at,
-        occurred_at: draft.occurred_at,
-    };
+    let event = draft.event(&handoff, sequence);
     let (body, content_type) = event.render(format);
     sqlx::query(
         "INSERT INTO callbacks (id, handoff_id, client, sequence, event_type, body, content_type, \
@@ -304,18 +186,6 @@ async fn queue_callback(
         .execute(&mut *tx)
         .await?;
     Ok(sequence)
-}
-
-/// A timeline entry to record.
-struct TimelineDraft<'a> {
-    source: Source,
-    status: Option<Status>,
-    effect: Effect,
-    sequence: Option<i64>,
-    occurred_at: jiff::Timestamp,
-    carrier: Option<&'a CarrierInfo>,
-    reason: Option<&'a str>,
-    raw: Option<&'a str>,
 }
 
 async fn insert_timeline(
@@ -705,9 +575,6 @@ async fn queue_stats(
     })
 }
 
-/// Statuses in which a handoff may still adopt its postal order.
-const AWAITING_ORDER: &[Status] = &[Status::Received, Status::Failed];
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1076,6 +943,7 @@ impl Store for SqliteStore {
         job: &PostalJob,
         owner: &str,
         now: jiff::Timestamp,
+        must_remain: Duration,
     ) -> Result<bool, StoreError> {
         let now_ms = ms(now);
         let creates = job.operation == PostalOperation::Create
@@ -1085,12 +953,13 @@ impl Store for SqliteStore {
              first_attempt_at = COALESCE(first_attempt_at, ?1), \
              first_create_at = CASE WHEN ?2 THEN COALESCE(first_create_at, ?1) ELSE first_create_at END, \
              attempt_started_at = CASE WHEN ?2 THEN ?1 ELSE NULL END, updated_at = ?1 \
-             WHERE id = ?3 AND lease_owner = ?4 AND lease_expires_at > ?1",
+             WHERE id = ?3 AND lease_owner = ?4 AND lease_expires_at >= ?5",
         )
         .bind(now_ms)
         .bind(creates)
         .bind(job.id)
         .bind(owner)
+        .bind(now_ms.saturating_add(i64::try_from(must_remain.as_millis()).unwrap_or(i64::MAX)))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -1107,31 +976,8 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let now_ms = ms(now);
         let mut tx = self.pool.begin().await?;
-        let (state, step, at, refusal, last_error) = match &outcome {
-            PostalOutcome::Reschedule {
-                step,
-                at,
-                refusal,
-                last_error,
-            } => (
-                "pending",
-                *step,
-                ms(*at),
-                refusal.clone(),
-                last_error.clone(),
-            ),
-            PostalOutcome::Fail { reason, .. } => {
-                ("dead", job.step, now_ms, None, Some(reason.clone()))
-            }
-            PostalOutcome::Reject { reason, .. } => {
-                ("done", job.step, now_ms, None, Some(reason.clone()))
-            }
-            PostalOutcome::Adopt { .. }
-            | PostalOutcome::Complete { .. }
-            | PostalOutcome::Cancelled { .. }
-            | PostalOutcome::CancelPending { .. }
-            | PostalOutcome::CancelRefused { .. } => ("done", job.step, now_ms, None, None),
-        };
+        let settled = Settlement::of(job, &outcome, now);
+        let state = settled.state;
         let held = sqlx::query(
             "UPDATE postal_jobs SET state = ?1, next_step = ?2, next_attempt_at = ?3, refusal = ?4, \
              last_error = COALESCE(?5, last_error), attempt_started_at = NULL, lease_owner = NULL, \
@@ -1139,10 +985,10 @@ impl Store for SqliteStore {
              WHERE id = ?7 AND lease_owner = ?8 AND lease_expires_at > ?6",
         )
         .bind(state)
-        .bind(step.as_str())
-        .bind(at)
-        .bind(refusal)
-        .bind(last_error)
+        .bind(settled.step.as_str())
+        .bind(settled.next_attempt_at)
+        .bind(settled.refusal)
+        .bind(settled.last_error)
         .bind(now_ms)
         .bind(job.id)
         .bind(owner)

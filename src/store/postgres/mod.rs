@@ -1,0 +1,1394 @@
+//! The PostgreSQL store: any number of gateway processes on one database.
+//!
+//! Work is claimed with `FOR UPDATE SKIP LOCKED` under leases set and
+//! compared on the database's clock; a transaction that changes a handoff
+//! locks its row first, so concurrent webhooks, workers and operators take
+//! their turns on it. Migrations hold PostgreSQL's advisory lock, so several
+//! processes may start at once.
+
+mod admin;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Row, migrate::Migrator};
+
+use super::shared::{
+    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, Settlement, TimelineDraft,
+    handoff_from_row, new_handoff_record, opt_ms, parse, timeline_from_row,
+};
+use super::{
+    CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
+    NewHandoff, Page, PostalJob, PostalOperation, PostalOutcome, QueueStats, Store, StoreError,
+    from_ms, ms,
+};
+use crate::config::StoreSettings;
+use crate::domain::callback::{BodyFormat, CallbackType};
+use crate::domain::state_machine::{self, MachineState, Relay, SeenEvent};
+use crate::domain::{CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/postgres");
+
+/// How long a request waits for a connection before the store counts as
+/// unavailable (readiness then answers 503).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connections per process: enough for every worker and a burst of intake
+/// requests; three processes stay well under PostgreSQL's default 100.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and runs the migrations (under PostgreSQL's advisory lock,
+    /// so processes starting together apply them once).
+    #[tracing::instrument(skip_all)]
+    pub async fn open(url: &str, _settings: &StoreSettings) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("bcci-gateway");
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        // Leases are left alone: other processes may hold them; a crashed
+        // process's ones expire on the database's clock and are taken over.
+        Ok(Self { pool })
+    }
+}
+
+/// A duration as whole milliseconds, for interval arithmetic in SQL.
+fn lease_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// When a lease ends on the gateway's clock: `now` plus what the database
+/// said was left of it, so a skewed process clock cannot stretch it.
+fn lease_end(now: jiff::Timestamp, left_ms: i64) -> Result<jiff::Timestamp, StoreError> {
+    from_ms(ms(now).saturating_add(left_ms.max(0)))
+}
+
+/// Locks a handoff's row for the rest of the transaction: every transaction
+/// that changes a handoff takes this lock first, in the same order (handoff,
+/// then its jobs and callbacks), so they cannot deadlock.
+async fn lock_handoff(tx: &mut sqlx::PgConnection, id: &str) -> Result<bool, StoreError> {
+    let found = sqlx::query("SELECT 1 FROM handoffs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Records `change` for the handoff (already updated in `tx`): a timeline
+/// entry and, when relayed, its callback with the next sequence.
+async fn record_change(
+    tx: &mut sqlx::PgConnection,
+    id: &HandoffId,
+    previous: Status,
+    change: Change<'_>,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    let sequence = match change.relay {
+        Some((event_type, format)) => {
+            let draft = CallbackDraft {
+                event_type,
+                status: change.status,
+                previous,
+                reason: change.reason,
+                carrier: None,
+                occurred_at: change.occurred_at,
+            };
+            Some(queue_callback(tx, id, &draft, format, now).await?)
+        }
+        None => None,
+    };
+    let entry = TimelineDraft {
+        source: change.source,
+        status: Some(change.status),
+        effect: Effect::Applied,
+        sequence,
+        occurred_at: change.occurred_at,
+        carrier: None,
+        reason: change.reason,
+        raw: None,
+    };
+    insert_timeline(tx, id, &entry, now).await
+}
+
+/// Queues a callback with the handoff's next sequence (body fixed now, from
+/// the handoff as updated in `tx`) and returns that sequence.
+async fn queue_callback(
+    tx: &mut sqlx::PgConnection,
+    id: &HandoffId,
+    draft: &CallbackDraft<'_>,
+    format: BodyFormat,
+    now: jiff::Timestamp,
+) -> Result<i64, StoreError> {
+    let sql =
+        format!("SELECT {HANDOFF_COLUMNS}, next_sequence FROM handoffs WHERE id = $1 FOR UPDATE");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    let handoff = handoff_from_row(&row)?;
+    let sequence: i64 = row.try_get("next_sequence")?;
+    let event = draft.event(&handoff, sequence);
+    let (body, content_type) = event.render(format);
+    sqlx::query(
+        "INSERT INTO callbacks (id, handoff_id, client, sequence, event_type, body, content_type, \
+         state, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
+    )
+    .bind(format!("msg_{}", ulid::Ulid::new()))
+    .bind(id.as_str())
+    .bind(&handoff.client)
+    .bind(sequence)
+    .bind(draft.event_type.as_str())
+    .bind(body)
+    .bind(content_type)
+    .bind(ms(now))
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE handoffs SET next_sequence = next_sequence + 1 WHERE id = $1")
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(sequence)
+}
+
+async fn insert_timeline(
+    tx: &mut sqlx::PgConnection,
+    id: &HandoffId,
+    e: &TimelineDraft<'_>,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO timeline (handoff_id, source, status, effect, sequence, occurred_at, recorded_at, \
+         tracking_number, carrier_code, carrier_text, carrier_location, reason, raw) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, (SELECT tracking_number FROM handoffs WHERE id = $8), $9, $10, $11, $12, $13)",
+    )
+    .bind(id.as_str())
+    .bind(e.source.as_str())
+    .bind(e.status.map(Status::as_str))
+    .bind(e.effect.as_str())
+    .bind(e.sequence)
+    .bind(ms(e.occurred_at))
+    .bind(ms(now))
+    .bind(id.as_str())
+    .bind(e.carrier.map(|c| c.code))
+    .bind(e.carrier.and_then(|c| c.text.as_deref()))
+    .bind(e.carrier.and_then(|c| c.location.as_deref()))
+    .bind(e.reason)
+    .bind(e.raw)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Sets a handoff's status when it is still one of `from`; true when it was.
+async fn move_handoff(
+    tx: &mut sqlx::PgConnection,
+    id: &HandoffId,
+    from: &[Status],
+    to: Status,
+    reason: Option<&str>,
+    now: jiff::Timestamp,
+) -> Result<Option<Status>, StoreError> {
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT status FROM handoffs WHERE id = $1 FOR UPDATE")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let current: Status = parse("status", &current)?;
+    if !from.contains(&current) {
+        return Ok(None);
+    }
+    sqlx::query(
+        "UPDATE handoffs SET status = $1, reason = $2, updated_at = $3, \
+         terminal_at = CASE WHEN $4 THEN $5 ELSE terminal_at END WHERE id = $6",
+    )
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(ms(now))
+    .bind(to.is_terminal())
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(Some(current))
+}
+
+/// Matches one carrier event to its handoff and records what it does.
+async fn apply_one(
+    tx: &mut sqlx::PgConnection,
+    incoming: &IncomingCarrierEvent,
+    context: &super::EventContext,
+    now: jiff::Timestamp,
+) -> Result<EventOutcome, StoreError> {
+    let formats = &context.formats;
+    let by_id = incoming
+        .sale_order_code
+        .as_deref()
+        .and_then(HandoffId::parse);
+    let row = sqlx::query(
+        "SELECT id, client, kind, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
+         cod_settled, cod_held, details, order_created_at, sla_reached_at FROM handoffs WHERE id = $1 OR ($1 IS NULL AND tracking_number = $2) LIMIT 1",
+    )
+    .bind(by_id.as_ref().map(HandoffId::as_str))
+    .bind(incoming.tracking_number.as_deref())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(EventOutcome::UnknownOrder);
+    };
+    let id: String = row.try_get("id")?;
+    let id = HandoffId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("id {id:?}")))?;
+    let client: String = row.try_get("client")?;
+    let format = formats.get(&client).copied().unwrap_or_default();
+    let mut status: Status = parse("status", row.try_get("status")?)?;
+    let known_tracking: Option<String> = row.try_get("tracking_number")?;
+    if let (Some(known), Some(reported)) = (&known_tracking, &incoming.tracking_number)
+        && known != reported
+    {
+        // Another order carrying this handoff's reference: a duplicate being
+        // cancelled, never this handoff's own.
+        return Ok(EventOutcome::UnknownOrder);
+    }
+    let mut adopted_now = false;
+    if known_tracking.is_none()
+        && AWAITING_ORDER.contains(&status)
+        && let Some(order) = &incoming.order
+    {
+        adopt(tx, &id, order, status, format, incoming.event.source, now).await?;
+        status = Status::OrderCreated;
+        adopted_now = true;
+    }
+    let watermark_at: Option<i64> = row.try_get("watermark_at")?;
+    let watermark_rank: Option<i64> = row.try_get("watermark_rank")?;
+    let state = MachineState {
+        status,
+        watermark: match (watermark_at, watermark_rank) {
+            (Some(at), Some(rank)) => Some((from_ms(at)?, rank as u8)),
+            _ => None,
+        },
+        picked_up: row.try_get::<Option<i64>, _>("picked_up_at")?.is_some(),
+        cod_settled: row.try_get("cod_settled")?,
+        cod_held: row.try_get("cod_held")?,
+    };
+    let seen_rows = sqlx::query(
+        "SELECT source, carrier_code, occurred_at FROM timeline WHERE handoff_id = $1 AND carrier_code IS NOT NULL",
+    )
+    .bind(id.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut seen = Vec::with_capacity(seen_rows.len());
+    for r in &seen_rows {
+        seen.push(SeenEvent {
+            source: parse("source", r.try_get("source")?)?,
+            code: r.try_get("carrier_code")?,
+            occurred_at: from_ms(r.try_get("occurred_at")?)?,
+        });
+    }
+    let verdict = state_machine::apply(&state, &seen, &incoming.event);
+    let next = &verdict.next;
+    let kind: Kind = parse("kind", row.try_get("kind")?)?;
+    let occurred = incoming.event.occurred_at;
+    let mut legs = Vec::new();
+    let picked_up_at: Option<jiff::Timestamp> = if next.picked_up && !state.picked_up {
+        let order_created_at: Option<i64> = if adopted_now {
+            Some(ms(now))
+        } else {
+            row.try_get("order_created_at")?
+        };
+        if let Some(created) = order_created_at {
+            legs.push((kind, "pickup", (ms(occurred) - created) as f64 / 1000.0));
+        }
+        Some(occurred)
+    } else {
+        opt_ms(row.try_get("picked_up_at")?)?
+    };
+    // The legal clock stops at delivery; for a return at the first delivery attempt.
+    let reaches = next.status != state.status
+        && match kind {
+            Kind::Pickup => next.status == Status::Delivered,
+            Kind::Return => matches!(
+                next.status,
+                Status::Delivered | Status::DeliveryAttemptFailed
+            ),
+        };
+    let reached_at = if reaches && row.try_get::<Option<i64>, _>("sla_reached_at")?.is_none() {
+        if let Some(p) = picked_up_at {
+            legs.push((kind, "delivery", (ms(occurred) - ms(p)) as f64 / 1000.0));
+        }
+        Some(occurred)
+    } else {
+        None
+    };
+    // Day J: the legal delivery time starts when the item is taken over.
+    let sla_due_at = if next.picked_up && !state.picked_up {
+        let details: Option<String> = row.try_get("details")?;
+        details
+            .and_then(|d| serde_json::from_str::<crate::domain::HandoffRequest>(&d).ok())
+            .map(|r| {
+                context.sla.due_at(
+                    incoming.event.occurred_at,
+                    &r.citizen.address,
+                    &r.agency.address,
+                    r.return_appointment_slip,
+                )
+            })
+    } else {
+        None
+    };
+    sqlx::query(
+        "UPDATE handoffs SET status = $1, watermark_at = $2, watermark_rank = $3, cod_settled = $4, \
+         cod_held = $5, last_carrier_event_at = $6, updated_at = CASE WHEN $7 THEN $6 ELSE updated_at END, \
+         picked_up_at = CASE WHEN $8 AND picked_up_at IS NULL THEN $9 ELSE picked_up_at END, \
+         delivered_at = CASE WHEN $1 = 'delivered' AND delivered_at IS NULL THEN $9 ELSE delivered_at END, \
+         terminal_at = CASE WHEN $10 AND terminal_at IS NULL THEN $6 ELSE terminal_at END, \
+         sla_due_at = COALESCE($12, sla_due_at), sla_reached_at = COALESCE(sla_reached_at, $13) \
+         WHERE id = $11",
+    )
+    .bind(next.status.as_str())
+    .bind(next.watermark.map(|(at, _)| ms(at)))
+    .bind(next.watermark.map(|(_, rank)| i64::from(rank)))
+    .bind(next.cod_settled)
+    .bind(next.cod_held)
+    .bind(ms(now))
+    .bind(next.status != state.status)
+    .bind(next.picked_up)
+    .bind(ms(incoming.event.occurred_at))
+    .bind(next.status.is_terminal())
+    .bind(id.as_str())
+    .bind(sla_due_at.map(ms))
+    .bind(reached_at.map(ms))
+    .execute(&mut *tx)
+    .await?;
+    let mut first_sequence = None;
+    for relay in &verdict.relay {
+        let (event_type, status, previous) = match *relay {
+            Relay::StatusChanged { status, previous } => {
+                (CallbackType::StatusChanged, status, previous)
+            }
+            Relay::CodSettled => (
+                CallbackType::CodSettled,
+                Status::Delivered,
+                Status::Delivered,
+            ),
+        };
+        let draft = CallbackDraft {
+            event_type,
+            status,
+            previous,
+            reason: None,
+            carrier: Some(&incoming.carrier),
+            occurred_at: incoming.event.occurred_at,
+        };
+        let sequence = queue_callback(tx, &id, &draft, format, now).await?;
+        match relay {
+            Relay::CodSettled if verdict.mapped.is_some() => {
+                // The COD report held earlier is the entry this callback relays.
+                sqlx::query(
+                    "UPDATE timeline SET sequence = $1 WHERE id = (SELECT id FROM timeline \
+                     WHERE handoff_id = $2 AND carrier_code = 21 AND sequence IS NULL ORDER BY id LIMIT 1)",
+                )
+                .bind(sequence)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => first_sequence = first_sequence.or(Some(sequence)),
+        }
+    }
+    let entry = TimelineDraft {
+        source: incoming.event.source,
+        status: verdict.mapped,
+        effect: verdict.effect,
+        sequence: first_sequence,
+        occurred_at: incoming.event.occurred_at,
+        carrier: Some(&incoming.carrier),
+        reason: None,
+        raw: incoming.raw.as_deref(),
+    };
+    insert_timeline(tx, &id, &entry, now).await?;
+    Ok(EventOutcome::Recorded {
+        handoff_id: id,
+        effect: verdict.effect,
+        legs,
+    })
+}
+
+/// Adopts an order revealed for a handoff that has none (domain.md rule 2):
+/// records it, relays `order_created`, and ends the create job.
+async fn adopt(
+    tx: &mut sqlx::PgConnection,
+    id: &HandoffId,
+    order: &crate::domain::PostalOrder,
+    previous: Status,
+    format: BodyFormat,
+    source: Source,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE handoffs SET status = 'order_created', reason = NULL, tracking_number = $1, \
+         carrier_order_id = $2, carrier_original_id = $3, postage_vnd = COALESCE($4, postage_vnd), \
+         order_created_at = $5, updated_at = $6, terminal_at = NULL WHERE id = $7",
+    )
+    .bind(order.tracking_number.as_deref())
+    .bind(&order.order_id)
+    .bind(&order.original_id)
+    .bind(order.postage_vnd)
+    .bind(ms(now))
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE postal_jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, \
+         attempt_started_at = NULL, updated_at = $1 WHERE handoff_id = $2 AND operation = 'create' \
+         AND state IN ('pending', 'dead')",
+    )
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    let change = Change {
+        status: Status::OrderCreated,
+        source,
+        occurred_at: now,
+        reason: None,
+        relay: Some((CallbackType::StatusChanged, format)),
+    };
+    record_change(tx, id, previous, change, now).await
+}
+
+/// Records the ids of an order found by a lookup when the handoff has none.
+async fn record_order(
+    tx: &mut sqlx::PgConnection,
+    id: &HandoffId,
+    order: &crate::domain::PostalOrder,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE handoffs SET tracking_number = COALESCE(tracking_number, $1), \
+         carrier_order_id = COALESCE(carrier_order_id, $2), carrier_original_id = COALESCE(carrier_original_id, $3), \
+         postage_vnd = COALESCE(postage_vnd, $4), updated_at = $5 WHERE id = $6",
+    )
+    .bind(order.tracking_number.as_deref())
+    .bind(&order.order_id)
+    .bind(&order.original_id)
+    .bind(order.postage_vnd)
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Clears the carrier answers stored for a handoff (personal data): the raw
+/// records on its timeline and the unreadable reports that name it or its
+/// order. Shared by the retention purge and an operator's erase.
+pub(super) async fn clear_stored_carrier_answers(
+    tx: &mut sqlx::PgConnection,
+    id: &str,
+    tracking_number: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE timeline SET raw = NULL WHERE handoff_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE carrier_inbox SET raw = NULL WHERE raw IS NOT NULL \
+         AND (strpos(raw, $1) > 0 OR ($2 IS NOT NULL AND strpos(raw, $2) > 0))",
+    )
+    .bind(id)
+    .bind(tracking_number)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Ends a create job that is not in flight.
+async fn stop_create_job(
+    tx: &mut sqlx::PgConnection,
+    id: &HandoffId,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE postal_jobs SET state = 'done', last_error = 'stopped by a cancel', updated_at = $1 \
+         WHERE handoff_id = $2 AND operation = 'create' AND state IN ('pending', 'dead') \
+         AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())",
+    )
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Depth, oldest age and dead letters of a queue, from a query naming them.
+async fn queue_stats(
+    pool: &PgPool,
+    sql: &'static str,
+    now: jiff::Timestamp,
+) -> Result<QueueStats, StoreError> {
+    let row = sqlx::query(sql).fetch_one(pool).await?;
+    let oldest: Option<i64> = row.try_get("oldest")?;
+    Ok(QueueStats {
+        depth: row.try_get::<i64, _>("depth")? as u64,
+        oldest_age_s: oldest.map_or(0.0, |o| ((ms(now) - o).max(0) as f64) / 1000.0),
+        dead: row.try_get::<i64, _>("dead")? as u64,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %new.id))]
+    async fn create_handoff(&self, new: NewHandoff) -> Result<CreateOutcome, StoreError> {
+        let details = serde_json::to_string(&new.request)
+            .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
+        let now = ms(new.now);
+        let mut tx = self.pool.begin().await?;
+        // The insert comes first so the transaction takes the write lock at
+        // once; the unique (client, request_id) decides between racing duplicates.
+        let inserted = sqlx::query(
+            "INSERT INTO handoffs (id, client, request_id, request_sha256, kind, dossier_code, \
+             agency_code, status, cod_amount_vnd, details, due_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'received', $8, $9, $10, $11, $12) \
+             ON CONFLICT (client, request_id) DO NOTHING",
+        )
+        .bind(new.id.as_str())
+        .bind(&new.client)
+        .bind(&new.request.request_id)
+        .bind(&new.request_sha256[..])
+        .bind(new.request.kind.as_str())
+        .bind(&new.request.dossier_code)
+        .bind(&new.request.agency.code)
+        .bind(new.request.cod_amount_vnd as i64)
+        .bind(&details)
+        .bind(new.request.due_at.map(ms))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            sqlx::query(
+                "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, created_at, updated_at) \
+                 VALUES ($1, 'create', 'pending', $2, $3, $4)",
+            )
+            .bind(new.id.as_str())
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::debug!("handoff and postal job committed");
+            return Ok(CreateOutcome::Created(new_handoff_record(&new)));
+        }
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS}, request_sha256 FROM handoffs WHERE client = $1 AND request_id = $2"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&new.client)
+            .bind(&new.request.request_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        let stored: Vec<u8> = row.try_get("request_sha256")?;
+        Ok(CreateOutcome::Existing {
+            handoff: handoff_from_row(&row)?,
+            same_request: stored == new.request_sha256,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %id))]
+    async fn handoff(
+        &self,
+        client: Option<&str>,
+        id: &HandoffId,
+    ) -> Result<Option<Handoff>, StoreError> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = $1 AND ($2 IS NULL OR client = $2)"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .bind(client)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(handoff_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %id))]
+    async fn timeline(&self, id: &HandoffId) -> Result<Vec<TimelineEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sequence, status, effect, occurred_at, source, carrier_code, carrier_text, \
+             carrier_location, reason, operator FROM timeline WHERE handoff_id = $1 ORDER BY id",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(timeline_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_handoffs(
+        &self,
+        filter: &HandoffFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs \
+             WHERE ($1 IS NULL OR client = $1) AND ($2 IS NULL OR dossier_code = $2) \
+             AND ($3 IS NULL OR request_id = $3) AND ($4 IS NULL OR status = $4) \
+             AND ($5 IS NULL OR tracking_number = $5) AND ($6 IS NULL OR id < $6) \
+             ORDER BY id DESC LIMIT $7"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.client.as_deref())
+            .bind(filter.dossier_code.as_deref())
+            .bind(filter.request_id.as_deref())
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.tracking_number.as_deref())
+            .bind(cursor)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows
+            .iter()
+            .map(handoff_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (items, next_cursor) = super::cut_page(items, limit, |h| h.id.to_string());
+        Ok(Page { items, next_cursor })
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %id))]
+    async fn request_cancel(
+        &self,
+        client: &str,
+        id: &HandoffId,
+        format: BodyFormat,
+        now: jiff::Timestamp,
+    ) -> Result<super::CancelRequest, StoreError> {
+        use super::CancelRequest;
+        let now_ms = ms(now);
+        let mut tx = self.pool.begin().await?;
+        lock_handoff(&mut tx, id.as_str()).await?;
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS}, cancel_requested_at FROM handoffs WHERE id = $1 AND client = $2"
+        );
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .bind(client)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(CancelRequest::NotFound);
+        };
+        let handoff = handoff_from_row(&row)?;
+        let asked_before: Option<i64> = row.try_get("cancel_requested_at")?;
+        if asked_before.is_some() {
+            return Ok(CancelRequest::Accepted(handoff));
+        }
+        if !handoff.status.is_cancellable() {
+            return Ok(CancelRequest::NotAllowed(handoff));
+        }
+        sqlx::query("UPDATE handoffs SET cancel_requested_at = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let entry = TimelineDraft {
+            source: Source::Intake,
+            status: None,
+            effect: Effect::Annotation,
+            sequence: None,
+            occurred_at: now,
+            carrier: None,
+            reason: Some("cancel requested"),
+            raw: None,
+        };
+        insert_timeline(&mut tx, id, &entry, now).await?;
+        // A create job that never called Vietnam Post and is not in flight
+        // can simply stop: there is no order to cancel.
+        let untouched = sqlx::query(
+            "UPDATE postal_jobs SET state = 'done', last_error = 'stopped by a cancel', updated_at = $1 \
+             WHERE handoff_id = $2 AND operation = 'create' AND state = 'pending' AND first_create_at IS NULL \
+             AND attempt_started_at IS NULL AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())",
+        )
+        .bind(now_ms)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if untouched == 1 && handoff.status == Status::Received {
+            if let Some(previous) = move_handoff(
+                &mut tx,
+                id,
+                &[Status::Received],
+                Status::Cancelled,
+                None,
+                now,
+            )
+            .await?
+            {
+                let change = Change {
+                    status: Status::Cancelled,
+                    source: Source::Gateway,
+                    occurred_at: now,
+                    reason: None,
+                    relay: Some((CallbackType::StatusChanged, format)),
+                };
+                record_change(&mut tx, id, previous, change, now).await?;
+            }
+        } else {
+            stop_create_job(&mut tx, id, now).await?;
+            sqlx::query(
+                "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, created_at, updated_at) \
+                 VALUES ($1, 'cancel', 'pending', $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(id.as_str())
+            .bind(now_ms)
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let sql = format!("SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let handoff = handoff_from_row(&row)?;
+        tx.commit().await?;
+        Ok(CancelRequest::Accepted(handoff))
+    }
+
+    async fn quiet_handoffs(
+        &self,
+        quiet_since: jiff::Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(HandoffId, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tracking_number FROM handoffs WHERE tracking_number IS NOT NULL \
+             AND status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed') \
+             AND GREATEST(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0), COALESCE(order_created_at, 0)) <= $1 \
+             ORDER BY GREATEST(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0)) LIMIT $2",
+        )
+        .bind(ms(quiet_since))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                Ok((
+                    HandoffId::parse(&id)
+                        .ok_or_else(|| StoreError::Corrupt(format!("id {id:?}")))?,
+                    r.try_get("tracking_number")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn mark_polled(&self, id: &HandoffId, now: jiff::Timestamp) -> Result<(), StoreError> {
+        sqlx::query("UPDATE handoffs SET polled_at = $1 WHERE id = $2")
+            .bind(ms(now))
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn purge_personal_data(
+        &self,
+        cutoff: jiff::Timestamp,
+        now: jiff::Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let purged = sqlx::query(
+            "UPDATE handoffs SET details = NULL, personal_data_erased_at = $1 \
+             WHERE personal_data_erased_at IS NULL AND terminal_at IS NOT NULL AND terminal_at <= $2 \
+             AND status <> 'failed' RETURNING id, tracking_number",
+        )
+        .bind(ms(now))
+        .bind(ms(cutoff))
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &purged {
+            let id: String = row.try_get("id")?;
+            let tracking: Option<String> = row.try_get("tracking_number")?;
+            clear_stored_carrier_answers(&mut tx, &id, tracking.as_deref()).await?;
+        }
+        tx.commit().await?;
+        if !purged.is_empty() {
+            // The old row versions stay in the table files until a vacuum
+            // removes them; run one now rather than waiting for autovacuum.
+            sqlx::query("VACUUM handoffs, timeline, carrier_inbox")
+                .execute(&self.pool)
+                .await?;
+            tracing::info!(purged = purged.len(), "personal data purged");
+        }
+        Ok(purged.len() as u64)
+    }
+
+    async fn record_sla_breaches(&self, now: jiff::Timestamp) -> Result<Vec<Kind>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE handoffs SET sla_breached_at = $1 WHERE sla_breached_at IS NULL AND sla_due_at IS NOT NULL \
+             AND ((sla_reached_at IS NULL AND sla_due_at < $1 \
+                   AND status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed')) \
+                  OR sla_reached_at > sla_due_at) \
+             RETURNING kind",
+        )
+        .bind(ms(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| parse::<Kind>("kind", r.try_get("kind")?))
+            .collect()
+    }
+
+    async fn handoff_counts(&self) -> Result<Vec<(Kind, Status, u64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT kind, status, COUNT(*) AS n FROM handoffs GROUP BY kind, status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse::<Kind>("kind", r.try_get("kind")?)?,
+                    parse::<Status>("status", r.try_get("status")?)?,
+                    r.try_get::<i64, _>("n")? as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn count_handoffs(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM handoffs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn count_pending_postal_jobs(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM postal_jobs WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn claim_postal_jobs(
+        &self,
+        owner: &str,
+        now: jiff::Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<PostalJob>, StoreError> {
+        let now_ms = ms(now);
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE postal_jobs SET lease_owner = $1, \
+               lease_expires_at = clock_timestamp() + $2::float8 * INTERVAL '1 millisecond' WHERE id IN ( \
+               SELECT id FROM postal_jobs WHERE state = 'pending' AND next_attempt_at <= $3 \
+               AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp()) \
+               ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, handoff_id, operation, target, attempts, next_step, first_attempt_at, \
+               first_create_at, refusal, attempt_started_at, \
+               (EXTRACT(EPOCH FROM lease_expires_at - clock_timestamp()) * 1000)::BIGINT AS lease_ms_left",
+        )
+        .bind(owner)
+        .bind(lease_ms(lease))
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let handoff_id: String = row.try_get("handoff_id")?;
+            let sql = format!(
+                "SELECT {HANDOFF_COLUMNS}, details, carrier_original_id, \
+                 (SELECT first_create_at FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create') AS create_started_at, \
+                 (SELECT COUNT(*) FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create' \
+                    AND j.state = 'pending' AND j.lease_expires_at > clock_timestamp()) AS create_in_flight \
+                 FROM handoffs WHERE id = $1"
+            );
+            let h = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&handoff_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let details: Option<String> = h.try_get("details")?;
+            let request = details
+                .map(|d| serde_json::from_str(&d))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("details of {handoff_id}: {e}")))?;
+            jobs.push(PostalJob {
+                id: row.try_get("id")?,
+                operation: PostalOperation::from_db(row.try_get("operation")?)?,
+                target: row.try_get("target")?,
+                attempts: row.try_get::<i64, _>("attempts")? as u32,
+                step: parse("next_step", row.try_get("next_step")?)?,
+                first_attempt_at: opt_ms(row.try_get("first_attempt_at")?)?,
+                first_create_at: opt_ms(row.try_get("first_create_at")?)?,
+                refusal: row.try_get("refusal")?,
+                interrupted_at: opt_ms(row.try_get("attempt_started_at")?)?,
+                lease_expires_at: lease_end(now, row.try_get("lease_ms_left")?)?,
+                handoff: handoff_from_row(&h)?,
+                original_id: h.try_get("carrier_original_id")?,
+                create_started_at: opt_ms(h.try_get("create_started_at")?)?,
+                create_in_flight: h.try_get::<i64, _>("create_in_flight")? > 0,
+                request,
+            });
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
+    async fn start_postal_attempt(
+        &self,
+        job: &PostalJob,
+        owner: &str,
+        now: jiff::Timestamp,
+        must_remain: Duration,
+    ) -> Result<bool, StoreError> {
+        let now_ms = ms(now);
+        let creates = job.operation == PostalOperation::Create
+            && matches!(job.step, CreateStep::Call | CreateStep::CallAfterLookup);
+        let updated = sqlx::query(
+            "UPDATE postal_jobs SET attempts = attempts + 1, \
+             first_attempt_at = COALESCE(first_attempt_at, $1), \
+             first_create_at = CASE WHEN $2 THEN COALESCE(first_create_at, $1) ELSE first_create_at END, \
+             attempt_started_at = CASE WHEN $2 THEN $1 ELSE NULL END, updated_at = $1 \
+             WHERE id = $3 AND lease_owner = $4 \
+               AND lease_expires_at >= clock_timestamp() + $5::float8 * INTERVAL '1 millisecond'",
+        )
+        .bind(now_ms)
+        .bind(creates)
+        .bind(job.id)
+        .bind(owner)
+        .bind(lease_ms(must_remain))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
+    async fn finish_postal_job(
+        &self,
+        job: &PostalJob,
+        owner: &str,
+        now: jiff::Timestamp,
+        outcome: PostalOutcome,
+    ) -> Result<bool, StoreError> {
+        let now_ms = ms(now);
+        let mut tx = self.pool.begin().await?;
+        lock_handoff(&mut tx, job.handoff.id.as_str()).await?;
+        let settled = Settlement::of(job, &outcome, now);
+        let state = settled.state;
+        let held = sqlx::query(
+            "UPDATE postal_jobs SET state = $1, next_step = $2, next_attempt_at = $3, refusal = $4, \
+             last_error = COALESCE($5, last_error), attempt_started_at = NULL, lease_owner = NULL, \
+             lease_expires_at = NULL, updated_at = $6 \
+             WHERE id = $7 AND lease_owner = $8 AND lease_expires_at > clock_timestamp()",
+        )
+        .bind(state)
+        .bind(settled.step.as_str())
+        .bind(settled.next_attempt_at)
+        .bind(settled.refusal)
+        .bind(settled.last_error)
+        .bind(now_ms)
+        .bind(job.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if held != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let id = &job.handoff.id;
+        match outcome {
+            PostalOutcome::Adopt {
+                order,
+                duplicates,
+                format,
+            } => {
+                sqlx::query(
+                    "UPDATE handoffs SET tracking_number = $1, carrier_order_id = $2, carrier_original_id = $3, \
+                     postage_vnd = $4, order_created_at = $5 WHERE id = $6 AND status IN ('received', 'failed')",
+                )
+                .bind(order.tracking_number.as_deref())
+                .bind(&order.order_id)
+                .bind(&order.original_id)
+                .bind(order.postage_vnd)
+                .bind(now_ms)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if let Some(previous) =
+                    move_handoff(&mut tx, id, AWAITING_ORDER, Status::OrderCreated, None, now)
+                        .await?
+                {
+                    let change = Change {
+                        status: Status::OrderCreated,
+                        source: Source::Gateway,
+                        occurred_at: now,
+                        reason: None,
+                        relay: Some((CallbackType::StatusChanged, format)),
+                    };
+                    record_change(&mut tx, id, previous, change, now).await?;
+                }
+                for original_id in duplicates {
+                    sqlx::query(
+                        "INSERT INTO postal_jobs (handoff_id, operation, target, state, next_attempt_at, \
+                         created_at, updated_at) VALUES ($1, 'cancel_duplicate', $2, 'pending', $3, $4, $5) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id.as_str())
+                    .bind(original_id)
+                    .bind(now_ms)
+                    .bind(now_ms)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            PostalOutcome::Reject { reason, format } | PostalOutcome::Fail { reason, format } => {
+                let to = if state == "dead" {
+                    Status::Failed
+                } else {
+                    Status::Rejected
+                };
+                if let Some(previous) =
+                    move_handoff(&mut tx, id, &[Status::Received], to, Some(&reason), now).await?
+                {
+                    let change = Change {
+                        status: to,
+                        source: Source::Gateway,
+                        occurred_at: now,
+                        reason: Some(&reason),
+                        relay: Some((CallbackType::StatusChanged, format)),
+                    };
+                    record_change(&mut tx, id, previous, change, now).await?;
+                }
+            }
+            PostalOutcome::Cancelled { order, format } => {
+                if let Some(order) = &order {
+                    record_order(&mut tx, id, order, now).await?;
+                }
+                stop_create_job(&mut tx, id, now).await?;
+                let from = [
+                    Status::Received,
+                    Status::Failed,
+                    Status::OrderCreated,
+                    Status::PickingUp,
+                    Status::PickupAttemptFailed,
+                ];
+                if let Some(previous) =
+                    move_handoff(&mut tx, id, &from, Status::Cancelled, None, now).await?
+                {
+                    let change = Change {
+                        status: Status::Cancelled,
+                        source: Source::Gateway,
+                        occurred_at: now,
+                        reason: None,
+                        relay: Some((CallbackType::StatusChanged, format)),
+                    };
+                    record_change(&mut tx, id, previous, change, now).await?;
+                }
+            }
+            PostalOutcome::CancelPending { case_id, order } => {
+                if let Some(order) = &order {
+                    record_order(&mut tx, id, order, now).await?;
+                }
+                let reason = match &case_id {
+                    Some(c) => format!("cancel pending Vietnam Post's approval (CaseId {c})"),
+                    None => "cancel pending Vietnam Post's approval".to_owned(),
+                };
+                let entry = TimelineDraft {
+                    source: Source::Gateway,
+                    status: None,
+                    effect: Effect::Annotation,
+                    sequence: None,
+                    occurred_at: now,
+                    carrier: None,
+                    reason: Some(&reason),
+                    raw: None,
+                };
+                insert_timeline(&mut tx, id, &entry, now).await?;
+            }
+            PostalOutcome::CancelRefused {
+                reason,
+                order,
+                format,
+            } => {
+                if let Some(order) = &order {
+                    record_order(&mut tx, id, order, now).await?;
+                }
+                let status: String =
+                    sqlx::query_scalar("SELECT status FROM handoffs WHERE id = $1")
+                        .bind(id.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let status: Status = parse("status", &status)?;
+                let draft = CallbackDraft {
+                    event_type: CallbackType::CancelRefused,
+                    status,
+                    previous: status,
+                    reason: Some(&reason),
+                    carrier: None,
+                    occurred_at: now,
+                };
+                let sequence = queue_callback(&mut tx, id, &draft, format, now).await?;
+                let entry = TimelineDraft {
+                    source: Source::Gateway,
+                    status: Some(status),
+                    effect: Effect::Annotation,
+                    sequence: Some(sequence),
+                    occurred_at: now,
+                    carrier: None,
+                    reason: Some(&reason),
+                    raw: None,
+                };
+                insert_timeline(&mut tx, id, &entry, now).await?;
+            }
+            PostalOutcome::Reschedule { .. } | PostalOutcome::Complete { .. } => {}
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn postal_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
+        queue_stats(
+            &self.pool,
+            "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS depth, \
+             MIN(created_at) FILTER (WHERE state = 'pending') AS oldest, \
+             COUNT(*) FILTER (WHERE state = 'dead') AS dead FROM postal_jobs",
+            now,
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn apply_carrier_events(
+        &self,
+        events: Vec<IncomingCarrierEvent>,
+        context: &super::EventContext,
+        now: jiff::Timestamp,
+    ) -> Result<Vec<EventOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Lock every handoff the events may concern, in one order, so two
+        // batches touching the same handoffs wait for each other instead of
+        // deadlocking.
+        let mut ids = Vec::new();
+        let mut tracking_numbers = Vec::new();
+        for e in &events {
+            match e.sale_order_code.as_deref().and_then(HandoffId::parse) {
+                Some(id) => ids.push(id.as_str().to_owned()),
+                None => tracking_numbers.extend(e.tracking_number.clone()),
+            }
+        }
+        sqlx::query(
+            "SELECT 1 FROM handoffs WHERE id = ANY($1) OR tracking_number = ANY($2) ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .bind(&tracking_numbers)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for incoming in &events {
+            outcomes.push(apply_one(&mut tx, incoming, context, now).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn store_malformed(
+        &self,
+        source: Source,
+        raw: &str,
+        problem: &str,
+        now: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO carrier_inbox (source, received_at, problem, raw) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(source.as_str())
+        .bind(ms(now))
+        .bind(problem)
+        .bind(raw)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn claim_callbacks(
+        &self,
+        owner: &str,
+        now: jiff::Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<CallbackJob>, StoreError> {
+        let now_ms = ms(now);
+        let rows = sqlx::query(
+            "UPDATE callbacks SET lease_owner = $1, lease_expires_at = clock_timestamp() + $2::float8 * INTERVAL '1 millisecond', \
+               head_since = COALESCE(head_since, $3) \
+             WHERE id IN (SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= $3 \
+               AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= clock_timestamp()) \
+               AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.handoff_id = c.handoff_id \
+                               AND p.sequence < c.sequence AND p.state <> 'delivered') \
+               ORDER BY c.next_attempt_at LIMIT $4 FOR UPDATE OF c SKIP LOCKED) \
+             RETURNING id, handoff_id, client, sequence, body, content_type, attempts, head_since",
+        )
+        .bind(owner)
+        .bind(lease_ms(lease))
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("handoff_id")?;
+                Ok(CallbackJob {
+                    id: r.try_get("id")?,
+                    handoff_id: HandoffId::parse(&id)
+                        .ok_or_else(|| StoreError::Corrupt(format!("id {id:?}")))?,
+                    client: r.try_get("client")?,
+                    sequence: r.try_get::<i64, _>("sequence")? as u64,
+                    body: r.try_get("body")?,
+                    content_type: r.try_get("content_type")?,
+                    attempts: r.try_get::<i64, _>("attempts")? as u32,
+                    head_since: from_ms(r.try_get("head_since")?)?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff_id))]
+    async fn finish_callback(
+        &self,
+        job: &CallbackJob,
+        owner: &str,
+        now: jiff::Timestamp,
+        outcome: CallbackOutcome,
+    ) -> Result<bool, StoreError> {
+        let now_ms = ms(now);
+        let (state, at, status, error) = match &outcome {
+            CallbackOutcome::Delivered => ("delivered", now_ms, None, None),
+            CallbackOutcome::Retry { at, status, error } => {
+                ("pending", ms(*at), *status, Some(error.as_str()))
+            }
+            CallbackOutcome::Dead { status, error } => {
+                ("dead", now_ms, *status, Some(error.as_str()))
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        let held = sqlx::query(
+            "UPDATE callbacks SET state = $1, next_attempt_at = $2, attempts = attempts + 1, \
+             last_status = COALESCE($3, last_status), last_error = $4, lease_owner = NULL, lease_expires_at = NULL, \
+             delivered_at = CASE WHEN $1 = 'delivered' THEN $5 ELSE NULL END \
+             WHERE id = $6 AND lease_owner = $7 AND lease_expires_at > clock_timestamp()",
+        )
+        .bind(state)
+        .bind(at)
+        .bind(status.map(i64::from))
+        .bind(error)
+        .bind(now_ms)
+        .bind(&job.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if held != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if outcome == CallbackOutcome::Delivered {
+            // The next callback reaches the head now: its deadline starts.
+            sqlx::query(
+                "UPDATE callbacks SET head_since = $1 WHERE handoff_id = $2 AND sequence = $3 AND state = 'pending'",
+            )
+            .bind(now_ms)
+            .bind(job.handoff_id.as_str())
+            .bind(job.sequence as i64 + 1)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn replay_dead_callbacks(
+        &self,
+        id: Option<&str>,
+        now: jiff::Timestamp,
+    ) -> Result<u64, StoreError> {
+        let n = sqlx::query(
+            "UPDATE callbacks SET state = 'pending', attempts = 0, next_attempt_at = $1, head_since = $1, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE state = 'dead' AND ($2 IS NULL OR id = $2)",
+        )
+        .bind(ms(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+
+    async fn callback_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
+        queue_stats(
+            &self.pool,
+            "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS depth, \
+             MIN(created_at) FILTER (WHERE state = 'pending') AS oldest, \
+             COUNT(*) FILTER (WHERE state = 'dead') AS dead FROM callbacks",
+            now,
+        )
+        .await
+    }
+
+    async fn callbacks_of(
+        &self,
+        id: &HandoffId,
+    ) -> Result<Vec<(u64, String, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sequence, event_type, body FROM callbacks WHERE handoff_id = $1 ORDER BY sequence",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("sequence")? as u64,
+                    r.try_get("event_type")?,
+                    r.try_get("body")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,164 @@
+//! Test support shared by the integration tests: a store for each backend.
+//!
+//! SQLite lives in a temporary directory. PostgreSQL gets a fresh database
+//! on the server named by `BCCI_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), dropped when the test
+//! ends. When that server cannot be reached the test says so loudly and
+//! skips, unless `BCCI_TEST_REQUIRE_POSTGRES=1` (set by `.ci/run`), which
+//! makes it fail instead.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+/// The server the PostgreSQL tests use (its maintenance database).
+pub fn postgres_server_url() -> String {
+    std::env::var("BCCI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn postgres_required() -> bool {
+    std::env::var("BCCI_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A store location for one test, removed when dropped.
+pub struct TestStore {
+    pub url: String,
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    database: Option<TestDatabase>,
+}
+
+impl TestStore {
+    /// A fresh store of `backend`, or `None` (after a loud notice) when
+    /// PostgreSQL is unreachable and not required.
+    pub async fn new(backend: Backend) -> Option<TestStore> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                Some(TestStore {
+                    url: format!("sqlite://{}", dir.path().join("bcci.db").display()),
+                    backend,
+                    _dir: Some(dir),
+                    database: None,
+                })
+            }
+            Backend::Postgres => {
+                let database = TestDatabase::create().await?;
+                Some(TestStore {
+                    url: database.url.clone(),
+                    backend,
+                    _dir: None,
+                    database: Some(database),
+                })
+            }
+        }
+    }
+
+    /// The test database's name (PostgreSQL only).
+    pub fn database_name(&self) -> Option<&str> {
+        self.database.as_ref().map(|d| d.name.as_str())
+    }
+}
+
+/// A uniquely named PostgreSQL database, dropped (forcibly) on drop.
+pub struct TestDatabase {
+    pub url: String,
+    pub name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Option<TestDatabase> {
+        let server = postgres_server_url();
+        let mut conn = match tokio::time::timeout(
+            Duration::from_secs(5),
+            PgConnection::connect(&server),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "connect timed out".to_owned(),
+                };
+                if postgres_required() {
+                    panic!(
+                        "PostgreSQL at {server} is unreachable ({why}) and BCCI_TEST_REQUIRE_POSTGRES=1"
+                    );
+                }
+                eprintln!(
+                    "\n!!!! SKIPPED: PostgreSQL at {server} is unreachable ({why}); \
+                     this PostgreSQL test did not run. Set BCCI_TEST_POSTGRES_URL, or \
+                     BCCI_TEST_REQUIRE_POSTGRES=1 to fail instead of skipping. !!!!\n"
+                );
+                return None;
+            }
+        };
+        let name = format!("bcci_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        conn.close().await.ok();
+        let url = with_database(&server, &name);
+        Some(TestDatabase { url, name })
+    }
+}
+
+/// `url` with its database replaced by `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let server = postgres_server_url();
+        let name = self.name.clone();
+        // Drop runs outside any async context we may block: use a thread
+        // with its own runtime.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&server).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await?;
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database {}", self.name);
+        }
+    }
+}
+
+pub mod procs;

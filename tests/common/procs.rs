@@ -1,0 +1,401 @@
+//! Real processes for the soak and high-availability tests: the gateway
+//! binary, the `postal-sim` simulator, and their output.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bcci_gateway::intake::auth::token_sha256_hex;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bcci-gateway");
+pub const TOKEN: &str = "soak-client-token";
+pub const ADMIN_TOKEN: &str = "soak-admin-token";
+pub const KEY: &str = "soak-webhook-key-0123456789";
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Only this test's settings configure the children.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BCCI_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {} failed", child.id());
+}
+
+/// A child process that is killed when the test ends, whichever way it ends.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The last lines a process wrote, kept by a thread that drains its pipe.
+#[derive(Clone, Default)]
+pub struct Tail(Arc<Mutex<VecDeque<String>>>);
+
+impl Tail {
+    pub fn drain(
+        &self,
+        pipe: impl Read + Send + 'static,
+        first: Option<std::sync::mpsc::Sender<String>>,
+    ) {
+        let tail = self.clone();
+        std::thread::spawn(move || {
+            let mut first = first;
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("http://")
+                    && let Some(tx) = first.take()
+                {
+                    let _ = tx.send(line.clone());
+                }
+                let mut t = tail.0.lock().unwrap();
+                t.push_back(line);
+                if t.len() > 40 {
+                    t.pop_front();
+                }
+            }
+        });
+    }
+
+    pub fn text(&self) -> String {
+        Vec::from(self.0.lock().unwrap().clone()).join("\n")
+    }
+}
+
+/// `bcci-gateway postal-sim` with the faults of issue 4.
+pub struct PostalSim {
+    _proc: Proc,
+    pub base_url: String,
+    pub output: Tail,
+}
+
+impl PostalSim {
+    pub fn start(webhook_url: &str, seed: u64) -> Self {
+        let mut child = command(&[
+            "postal-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--error-rate",
+            "0.2",
+            "--rate-limit-rate",
+            "0.05",
+            "--lost-answer-rate",
+            "0.1",
+            "--token-ttl-s",
+            "2",
+            // A little latency keeps calls in flight when a kill comes.
+            "--latency-ms",
+            "5",
+            "--latency-jitter-ms",
+            "40",
+            "--webhook-url",
+            webhook_url,
+            "--step-interval-ms",
+            "500",
+            "--seed",
+            &seed.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let output = Tail::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        output.drain(child.stdout.take().unwrap(), Some(tx));
+        output.drain(child.stderr.take().unwrap(), None);
+        let proc = Proc(child);
+        let base_url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the simulator printed no base URL in 20 s:\n{}",
+                    output.text()
+                )
+            });
+        Self {
+            _proc: proc,
+            base_url,
+            output,
+        }
+    }
+
+    pub async fn get(&self, http: &reqwest::Client, path: &str) -> Value {
+        let url = format!("{}{path}", self.base_url);
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {url}");
+        r.json().await.unwrap()
+    }
+
+    pub async fn stats(&self, http: &reqwest::Client) -> Value {
+        self.get(http, "/_sim/stats").await
+    }
+}
+
+/// A gateway process under test: one configuration and one store across runs.
+pub struct Gateway {
+    proc: Option<Proc>,
+    config: PathBuf,
+    log: PathBuf,
+    pub port: u16,
+    pub admin_port: u16,
+    pub starts: usize,
+    pub kills: usize,
+}
+
+impl Gateway {
+    /// A gateway on `store_url`, configured in `dir` under `name`.
+    pub fn new(
+        dir: &Path,
+        name: &str,
+        store_url: &str,
+        sim: &str,
+        port: u16,
+        callback: SocketAddr,
+    ) -> Self {
+        let admin_port = free_port();
+        let toml = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
+shutdown_grace_s = 10
+
+[log]
+level = "warn"
+format = "text"
+
+[store]
+url = "{store_url}"
+lease_s = 10
+
+[postal]
+base_url = "{sim}"
+username = "partner"
+password = "soak-password"
+customer_code = "T000180585"
+webhook_keys = ["{KEY}"]
+timeout_ms = 1000
+lookup_delay_s = 1
+max_requests_per_second = 1000
+
+[intake]
+timeout_ms = 1000
+
+[[intake.clients]]
+name = "motcua-soak"
+token_sha256s = ["{client}"]
+requests_per_second = 100000
+callback_url = "http://{callback}/callback"
+callback_secrets = ["{SECRET}"]
+
+[admin]
+token_sha256s = ["{admin}"]
+
+[retry]
+initial_ms = 50
+max_ms = 1000
+deadline_s = 600
+"#,
+            client = token_sha256_hex(TOKEN),
+            admin = token_sha256_hex(ADMIN_TOKEN),
+        );
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml).unwrap();
+        Self {
+            proc: None,
+            config,
+            log: dir.join(format!("{name}.log")),
+            port,
+            admin_port,
+            starts: 0,
+            kills: 0,
+        }
+    }
+
+    pub fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = command(&["serve", "--config", self.config.to_str().unwrap()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.proc = Some(Proc(child));
+        self.starts += 1;
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.proc.as_mut().expect("the gateway is running").0
+    }
+
+    pub async fn wait_ready(&mut self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(&url).timeout(Duration::from_secs(1)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child().try_wait().unwrap() {
+                panic!(
+                    "gateway start {} exited early ({status}):\n{}",
+                    self.starts,
+                    self.log_tail()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway start {} not ready in 20 s:\n{}",
+                self.starts,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn sigkill(&mut self) {
+        let child = self.child();
+        signal(child, "-KILL");
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{status}"
+        );
+        self.proc = None;
+        self.kills += 1;
+    }
+
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let child = self.child();
+        signal(child, "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not exit within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.child().try_wait().unwrap() {
+            panic!("the gateway died ({status}):\n{}", self.log_tail());
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// How the submissions went.
+#[derive(Default)]
+pub struct Submitted {
+    pub accepted: AtomicUsize,
+    pub duplicates: AtomicUsize,
+    pub resends: AtomicUsize,
+}
+
+/// Sends one handoff until the gateway has it (202, or 200 when an earlier
+/// send was stored but its answer was lost to a kill); returns its id.
+pub async fn submit(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    counts: &Submitted,
+    deadline: Instant,
+) -> String {
+    loop {
+        let last = match http.post(url).bearer_auth(TOKEN).json(body).send().await {
+            Ok(r) if r.status() == 202 || r.status() == 200 => {
+                if r.status() == 200 {
+                    counts.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                let doc: Value = r.json().await.unwrap();
+                counts.accepted.fetch_add(1, Ordering::Relaxed);
+                return doc["id"].as_str().unwrap().to_owned();
+            }
+            Ok(r) if r.status() == 503 || r.status() == 429 => format!("{}", r.status()),
+            Ok(r) => {
+                let status = r.status();
+                panic!(
+                    "{}: unexpected {status}: {}",
+                    body["request_id"],
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            Err(e) => format!("{e}"),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{} still not accepted at the deadline (last: {last})",
+            body["request_id"]
+        );
+        counts.resends.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the gateway says about a handoff: its status and tracking number.
+pub type Progress = (String, Option<String>);
+
+pub async fn read_handoff(http: &reqwest::Client, base: &str, id: &str) -> Option<Progress> {
+    let r = http
+        .get(format!("{base}/v1/handoffs/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .ok()?;
+    assert_eq!(r.status(), 200, "GET /v1/handoffs/{id}");
+    let doc: Value = r.json().await.ok()?;
+    Some((
+        doc["status"].as_str()?.to_owned(),
+        doc["tracking_number"].as_str().map(str::to_owned),
+    ))
+}

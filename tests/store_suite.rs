@@ -1,0 +1,655 @@
+//! One store test suite, run against both backends: every test below is
+//! generated twice by `on_both_backends!`, once on SQLite and once on a fresh
+//! PostgreSQL database. The tests speak only through the `Store` traits.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bcci_gateway::config::StoreSettings;
+use bcci_gateway::domain::callback::BodyFormat;
+use bcci_gateway::domain::request::{Origin, RequestRules};
+use bcci_gateway::domain::state_machine::CarrierEvent;
+use bcci_gateway::domain::{
+    CarrierInfo, CreateStep, Effect, HandoffId, HandoffRequest, PostalOrder, Source, Status,
+};
+use bcci_gateway::store::admin::{CallbackReplay, CallbackState};
+use bcci_gateway::store::{
+    CallbackOutcome, CancelRequest, CreateOutcome, EventContext, EventOutcome,
+    IncomingCarrierEvent, NewHandoff, PostalJob, PostalOutcome, SharedStore,
+};
+use common::{Backend, TestStore};
+use jiff::{SignedDuration, Timestamp};
+
+const CLIENT: &str = "motcua";
+const LEASE: Duration = Duration::from_secs(60);
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::run(super::Backend::Sqlite, |s| Box::pin(super::$name(s))).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::run(super::Backend::Postgres, |s| Box::pin(super::$name(s))).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_request_id_is_stored_once_and_answered_again,
+    racing_duplicates_store_one_handoff,
+    claims_never_hand_one_job_to_two_owners,
+    an_expired_lease_is_taken_over_and_its_unfinished_create_is_looked_up,
+    no_call_starts_when_less_than_one_call_timeout_of_lease_is_left,
+    an_adopted_order_and_carrier_events_are_relayed_in_sequence,
+    callbacks_are_claimed_head_first_per_handoff_across_owners,
+    a_dead_callback_holds_the_queue_until_replayed,
+    a_cancel_before_any_call_cancels_at_once,
+    an_event_for_an_unknown_order_changes_nothing,
+    a_breach_is_recorded_once,
+    the_purge_clears_old_terminal_handoffs_once,
+    concurrent_webhooks_keep_every_sequence_contiguous,
+);
+
+type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+async fn run(backend: Backend, test: impl FnOnce(SharedStore) -> TestFuture) {
+    let Some(place) = TestStore::new(backend).await else {
+        return;
+    };
+    let settings = StoreSettings {
+        url: place.url.clone(),
+        lease_s: LEASE.as_secs(),
+    };
+    let store = bcci_gateway::store::open(&place.url, &settings)
+        .await
+        .expect("open the store");
+    test(store.clone()).await;
+    store.close().await;
+    drop(place);
+}
+
+fn start() -> Timestamp {
+    Timestamp::from_second(1_764_057_600).unwrap()
+}
+
+fn request(request_id: &str) -> HandoffRequest {
+    let mut doc: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/requests/valid/return-cod.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    doc["request_id"] = serde_json::json!(request_id);
+    let rules = RequestRules {
+        service_codes: vec!["CTN009".into(), "ETN011".into(), "ETN013".into()],
+        pickup_fees_allowed: false,
+    };
+    HandoffRequest::parse(&doc, Origin::Json, &rules).expect("the fixture is valid")
+}
+
+fn new_handoff(request: HandoffRequest, now: Timestamp) -> NewHandoff {
+    NewHandoff {
+        id: HandoffId::new(now.as_millisecond() as u64, rand::random()),
+        client: CLIENT.into(),
+        request_sha256: request.canonical_sha256(),
+        request,
+        now,
+    }
+}
+
+async fn created(store: &SharedStore, request_id: &str, now: Timestamp) -> HandoffId {
+    match store
+        .create_handoff(new_handoff(request(request_id), now))
+        .await
+        .unwrap()
+    {
+        CreateOutcome::Created(h) => h.id,
+        other => panic!("expected a new handoff, got {other:?}"),
+    }
+}
+
+async fn claim_one(store: &SharedStore, owner: &str, now: Timestamp) -> PostalJob {
+    let mut jobs = store.claim_postal_jobs(owner, now, LEASE, 1).await.unwrap();
+    assert_eq!(jobs.len(), 1, "one due job for {owner}");
+    jobs.remove(0)
+}
+
+fn order_for(id: &HandoffId) -> PostalOrder {
+    PostalOrder {
+        order_id: format!("HDR-{id}"),
+        original_id: format!("ORIG-{id}"),
+        tracking_number: Some(format!("EB{}VN", &id.as_str()[id.as_str().len() - 12..])),
+        postage_vnd: Some(25_000),
+    }
+}
+
+/// Creates a handoff and has its create job adopt an order; returns its id
+/// and tracking number.
+async fn with_order(store: &SharedStore, request_id: &str, now: Timestamp) -> (HandoffId, String) {
+    let id = created(store, request_id, now).await;
+    let owner = format!("w-{request_id}");
+    let mut jobs = store
+        .claim_postal_jobs(&owner, now, LEASE, 50)
+        .await
+        .unwrap();
+    let job = jobs
+        .iter()
+        .position(|j| j.handoff.id == id)
+        .map(|i| jobs.remove(i))
+        .expect("the new handoff's create job is due");
+    assert!(
+        store
+            .start_postal_attempt(&job, &owner, now, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let order = order_for(&id);
+    let outcome = PostalOutcome::Adopt {
+        order: order.clone(),
+        duplicates: Vec::new(),
+        format: BodyFormat::Json,
+    };
+    assert!(
+        store
+            .finish_postal_job(&job, &owner, now, outcome)
+            .await
+            .unwrap()
+    );
+    for other in jobs {
+        // Give back what this helper claimed by the way.
+        let back = PostalOutcome::Reschedule {
+            step: other.step,
+            at: now,
+            refusal: None,
+            last_error: None,
+        };
+        store
+            .finish_postal_job(&other, &owner, now, back)
+            .await
+            .unwrap();
+    }
+    (id, order.tracking_number.unwrap())
+}
+
+fn event(tracking: &str, code: i64, at: Timestamp) -> IncomingCarrierEvent {
+    IncomingCarrierEvent {
+        sale_order_code: None,
+        tracking_number: Some(tracking.to_owned()),
+        order: None,
+        event: CarrierEvent {
+            source: Source::Webhook,
+            code,
+            occurred_at: at,
+        },
+        carrier: CarrierInfo {
+            code,
+            text: Some(format!("code {code}")),
+            location: None,
+        },
+        raw: Some(format!("{{\"itemCode\":\"{tracking}\",\"status\":{code}}}")),
+    }
+}
+
+async fn apply(
+    store: &SharedStore,
+    events: Vec<IncomingCarrierEvent>,
+    now: Timestamp,
+) -> Vec<EventOutcome> {
+    store
+        .apply_carrier_events(events, &EventContext::default(), now)
+        .await
+        .unwrap()
+}
+
+fn effect_of(outcome: &EventOutcome) -> Effect {
+    match outcome {
+        EventOutcome::Recorded { effect, .. } => *effect,
+        EventOutcome::UnknownOrder => panic!("the event found no handoff"),
+    }
+}
+
+async fn sequences(store: &SharedStore, id: &HandoffId) -> Vec<u64> {
+    store
+        .callbacks_of(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect()
+}
+
+async fn status(store: &SharedStore, id: &HandoffId) -> Status {
+    store.handoff(None, id).await.unwrap().unwrap().status
+}
+
+// ---------------------------------------------------------------- intake
+
+async fn a_request_id_is_stored_once_and_answered_again(store: SharedStore) {
+    let now = start();
+    let id = created(&store, "R-1", now).await;
+    let again = store
+        .create_handoff(new_handoff(request("R-1"), now))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again, CreateOutcome::Existing { handoff, same_request: true } if handoff.id == id),
+        "{again:?}"
+    );
+    let mut changed = request("R-1");
+    changed.dossier_code.push('X');
+    let different = store
+        .create_handoff(new_handoff(changed, now))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &different,
+            CreateOutcome::Existing {
+                same_request: false,
+                ..
+            }
+        ),
+        "{different:?}"
+    );
+    assert_eq!(store.count_handoffs().await.unwrap(), 1);
+    assert_eq!(store.count_pending_postal_jobs().await.unwrap(), 1);
+    let stored = store.handoff(Some(CLIENT), &id).await.unwrap().unwrap();
+    assert_eq!(stored.status, Status::Received);
+    assert!(store.handoff(Some("other"), &id).await.unwrap().is_none());
+}
+
+async fn racing_duplicates_store_one_handoff(store: SharedStore) {
+    let now = start();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_handoff(new_handoff(request("RACE"), now))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            CreateOutcome::Created(_) => created += 1,
+            CreateOutcome::Existing { same_request, .. } => assert!(same_request),
+        }
+    }
+    assert_eq!(created, 1, "exactly one racer creates the handoff");
+    assert_eq!(store.count_handoffs().await.unwrap(), 1);
+    assert_eq!(store.count_pending_postal_jobs().await.unwrap(), 1);
+}
+
+// ---------------------------------------------------------------- postal jobs
+
+async fn claims_never_hand_one_job_to_two_owners(store: SharedStore) {
+    let now = start();
+    for i in 0..40 {
+        created(&store, &format!("C-{i}"), now).await;
+    }
+    let owners: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let owner = format!("owner-{w}");
+                let mut mine = Vec::new();
+                loop {
+                    let jobs = store
+                        .claim_postal_jobs(&owner, now, LEASE, 3)
+                        .await
+                        .unwrap();
+                    if jobs.is_empty() {
+                        break mine;
+                    }
+                    mine.extend(jobs.into_iter().map(|j| j.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for o in owners {
+        all.extend(o.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().copied().collect();
+    assert_eq!(all.len(), 40, "every job claimed once: {all:?}");
+    assert_eq!(unique.len(), 40);
+}
+
+async fn an_expired_lease_is_taken_over_and_its_unfinished_create_is_looked_up(store: SharedStore) {
+    let now = start();
+    let id = created(&store, "L-1", now).await;
+    let short = Duration::from_millis(500);
+    let mut jobs = store.claim_postal_jobs("a", now, short, 1).await.unwrap();
+    let job = jobs.remove(0);
+    assert_eq!(job.step, CreateStep::Call);
+    assert!(job.interrupted_at.is_none());
+    // `a` commits the start of its create call, then dies.
+    assert!(
+        store
+            .start_postal_attempt(&job, "a", now, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_postal_jobs("b", now, LEASE, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a held lease is not taken"
+    );
+    tokio::time::sleep(short + Duration::from_millis(300)).await;
+    let later = now + SignedDuration::from_secs(1);
+    let taken = claim_one(&store, "b", later).await;
+    assert_eq!(taken.handoff.id, id);
+    assert!(
+        taken.interrupted_at.is_some(),
+        "the interrupted create is known to be ambiguous (a lookup comes first)"
+    );
+    // `a` wakes up: its lease is gone, so nothing it does counts.
+    assert!(
+        !store
+            .start_postal_attempt(&job, "a", later, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let adopt = PostalOutcome::Adopt {
+        order: order_for(&id),
+        duplicates: Vec::new(),
+        format: BodyFormat::Json,
+    };
+    assert!(
+        !store
+            .finish_postal_job(&job, "a", later, adopt.clone())
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(&store, &id).await, Status::Received);
+    assert!(
+        store
+            .finish_postal_job(&taken, "b", later, adopt)
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(&store, &id).await, Status::OrderCreated);
+    assert_eq!(sequences(&store, &id).await, vec![1]);
+}
+
+async fn no_call_starts_when_less_than_one_call_timeout_of_lease_is_left(store: SharedStore) {
+    let now = start();
+    created(&store, "T-1", now).await;
+    let mut jobs = store
+        .claim_postal_jobs("a", now, Duration::from_secs(5), 1)
+        .await
+        .unwrap();
+    let job = jobs.remove(0);
+    assert!(
+        !store
+            .start_postal_attempt(&job, "a", now, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        "a 10 s call does not fit in a 5 s lease"
+    );
+    assert!(
+        store
+            .start_postal_attempt(&job, "a", now, Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+}
+
+// ---------------------------------------------------------------- events and callbacks
+
+async fn an_adopted_order_and_carrier_events_are_relayed_in_sequence(store: SharedStore) {
+    let now = start();
+    let (id, tracking) = with_order(&store, "E-1", now).await;
+    assert_eq!(status(&store, &id).await, Status::OrderCreated);
+    let t1 = now + SignedDuration::from_mins(10);
+    let t2 = now + SignedDuration::from_mins(20);
+    let outcomes = apply(
+        &store,
+        vec![
+            event(&tracking, 2, t1),
+            event(&tracking, 6, t2),
+            event(&tracking, 6, t2),
+            event(&tracking, 3, t1),
+        ],
+        t2,
+    )
+    .await;
+    let effects: Vec<_> = outcomes.iter().map(effect_of).collect();
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Applied,
+            Effect::Applied,
+            Effect::Duplicate,
+            Effect::Stale
+        ]
+    );
+    assert_eq!(status(&store, &id).await, Status::PickedUp);
+    assert_eq!(sequences(&store, &id).await, vec![1, 2, 3]);
+    let timeline = store.timeline(&id).await.unwrap();
+    assert!(timeline.iter().any(|e| e.effect == Effect::Stale));
+}
+
+async fn callbacks_are_claimed_head_first_per_handoff_across_owners(store: SharedStore) {
+    let now = start();
+    let (id, tracking) = with_order(&store, "Q-1", now).await;
+    apply(
+        &store,
+        vec![event(&tracking, 2, now + SignedDuration::from_mins(1))],
+        now,
+    )
+    .await;
+    assert_eq!(sequences(&store, &id).await, vec![1, 2]);
+    let first = store.claim_callbacks("a", now, LEASE, 10).await.unwrap();
+    assert_eq!(
+        first.iter().map(|c| c.sequence).collect::<Vec<_>>(),
+        vec![1],
+        "only the head of the handoff's queue"
+    );
+    assert!(
+        store
+            .claim_callbacks("b", now, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the second callback waits for the first, whoever asks"
+    );
+    assert!(
+        store
+            .finish_callback(&first[0], "a", now, CallbackOutcome::Delivered)
+            .await
+            .unwrap()
+    );
+    let second = store.claim_callbacks("b", now, LEASE, 10).await.unwrap();
+    assert_eq!(
+        second.iter().map(|c| c.sequence).collect::<Vec<_>>(),
+        vec![2]
+    );
+    assert!(
+        !store
+            .finish_callback(&second[0], "a", now, CallbackOutcome::Delivered)
+            .await
+            .unwrap(),
+        "only the lease holder may finish it"
+    );
+}
+
+async fn a_dead_callback_holds_the_queue_until_replayed(store: SharedStore) {
+    let now = start();
+    let (id, tracking) = with_order(&store, "D-1", now).await;
+    apply(
+        &store,
+        vec![event(&tracking, 2, now + SignedDuration::from_mins(1))],
+        now,
+    )
+    .await;
+    let head = store
+        .claim_callbacks("a", now, LEASE, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let dead = CallbackOutcome::Dead {
+        status: Some(500),
+        error: "HTTP 500".into(),
+    };
+    assert!(store.finish_callback(&head, "a", now, dead).await.unwrap());
+    let later = now + SignedDuration::from_hours(1);
+    assert!(
+        store
+            .claim_callbacks("a", later, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let held = store
+        .list_callbacks(CallbackState::Held, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(held.items.len(), 1);
+    assert_eq!(held.items[0].handoff_id, id);
+    match store
+        .replay_callback(&head.id, "operator", later)
+        .await
+        .unwrap()
+    {
+        CallbackReplay::Replayed(c) => assert_eq!(c.state, CallbackState::Pending),
+        other => panic!("{other:?}"),
+    }
+    let again = store.claim_callbacks("b", later, LEASE, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, head.id, "the same webhook-id comes back");
+    assert_eq!(again[0].body, head.body, "with the same body");
+}
+
+async fn a_cancel_before_any_call_cancels_at_once(store: SharedStore) {
+    let now = start();
+    let id = created(&store, "X-1", now).await;
+    match store
+        .request_cancel(CLIENT, &id, BodyFormat::Json, now)
+        .await
+        .unwrap()
+    {
+        CancelRequest::Accepted(h) => assert_eq!(h.status, Status::Cancelled),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.count_pending_postal_jobs().await.unwrap(), 0);
+    assert_eq!(sequences(&store, &id).await, vec![1]);
+    assert_eq!(
+        store
+            .request_cancel("other", &id, BodyFormat::Json, now)
+            .await
+            .unwrap(),
+        CancelRequest::NotFound
+    );
+}
+
+async fn an_event_for_an_unknown_order_changes_nothing(store: SharedStore) {
+    let now = start();
+    let outcomes = apply(&store, vec![event("EB000000000VN", 2, now)], now).await;
+    assert_eq!(outcomes, vec![EventOutcome::UnknownOrder]);
+    assert_eq!(store.count_handoffs().await.unwrap(), 0);
+}
+
+async fn a_breach_is_recorded_once(store: SharedStore) {
+    let now = start();
+    let (id, tracking) = with_order(&store, "S-1", now).await;
+    apply(
+        &store,
+        vec![event(&tracking, 6, now + SignedDuration::from_mins(5))],
+        now,
+    )
+    .await;
+    let due = store
+        .handoff(None, &id)
+        .await
+        .unwrap()
+        .unwrap()
+        .sla_due_at
+        .expect("the legal time is set at pickup");
+    let late = due + SignedDuration::from_hours(1);
+    assert_eq!(store.record_sla_breaches(late).await.unwrap().len(), 1);
+    assert!(store.record_sla_breaches(late).await.unwrap().is_empty());
+}
+
+async fn the_purge_clears_old_terminal_handoffs_once(store: SharedStore) {
+    let now = start();
+    let id = created(&store, "P-1", now).await;
+    created(&store, "P-2", now).await;
+    store
+        .request_cancel(CLIENT, &id, BodyFormat::Json, now)
+        .await
+        .unwrap();
+    let later = now + SignedDuration::from_hours(1);
+    assert_eq!(store.purge_personal_data(later, later).await.unwrap(), 1);
+    assert_eq!(store.purge_personal_data(later, later).await.unwrap(), 0);
+    // The open handoff keeps what its order needs.
+    let job = claim_one(&store, "a", later).await;
+    assert!(job.request.is_some());
+}
+
+async fn concurrent_webhooks_keep_every_sequence_contiguous(store: SharedStore) {
+    let now = start();
+    let mut handoffs = Vec::new();
+    for i in 0..12 {
+        handoffs.push(with_order(&store, &format!("W-{i}"), now).await);
+    }
+    let walk = [2_i64, 6, 10, 12, 14];
+    let handoffs = Arc::new(handoffs);
+    // Four senders post the same walks in different orders and batches, at
+    // the same time: every status must be relayed once, in sequence.
+    let senders: Vec<_> = (0..4_u64)
+        .map(|sender| {
+            let store = store.clone();
+            let handoffs = handoffs.clone();
+            tokio::spawn(async move {
+                let mut events = Vec::new();
+                for (_, tracking) in handoffs.iter() {
+                    for (step, code) in walk.iter().enumerate() {
+                        let at = now + SignedDuration::from_mins(10 * (step as i64 + 1));
+                        events.push(event(tracking, *code, at));
+                    }
+                }
+                let n = events.len();
+                for i in 0..n {
+                    events.swap(i, (i * 7 + sender as usize * 5) % n);
+                }
+                for batch in events.chunks(1 + sender as usize * 3) {
+                    store
+                        .apply_carrier_events(batch.to_vec(), &EventContext::default(), now)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    for (id, _) in handoffs.iter() {
+        assert_eq!(status(&store, id).await, Status::Delivered);
+        let seqs = sequences(&store, id).await;
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "contiguous sequences for {id}");
+    }
+}
