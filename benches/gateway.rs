@@ -7,7 +7,9 @@
 //! `BCCI_BENCH_GATEWAY` set, so the postal breaker can be switched off), the
 //! Vietnam Post simulator, the callback receiver and the load generator run
 //! in this process, all on loopback. Each run prints a Markdown row with the
-//! gateway's RSS and the CPU the rest of the machine used meanwhile.
+//! gateway's RSS and the CPU the rest of the machine used meanwhile ("ours"
+//! is the gateway, this process and, with PostgreSQL, the server processes
+//! of the benchmark's database; "background" is everything else).
 //! `--store` takes a `postgres://` URL (a fresh database is created and
 //! dropped) or `sqlite` (a file in a fresh temporary directory; the default).
 
@@ -224,6 +226,11 @@ struct CpuSample {
 }
 
 fn cpu_sample(gateway: Option<u32>) -> CpuSample {
+    cpu_sample_with(gateway, &[])
+}
+
+/// `database`: PostgreSQL backends serving this run, counted as ours.
+fn cpu_sample_with(gateway: Option<u32>, database: &[u32]) -> CpuSample {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let fields: Vec<u64> = stat
         .lines()
@@ -246,7 +253,11 @@ fn cpu_sample(gateway: Option<u32>) -> CpuSample {
         // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
         n(11) + n(12)
     };
-    let bench = proc_ticks("/proc/self/stat".into());
+    let bench = proc_ticks("/proc/self/stat".into())
+        + database
+            .iter()
+            .map(|pid| proc_ticks(format!("/proc/{pid}/stat")))
+            .sum::<u64>();
     let gateway = gateway.map_or(0, |pid| proc_ticks(format!("/proc/{pid}/stat")));
     CpuSample {
         busy,
@@ -364,6 +375,24 @@ impl StoreUnderTest {
             .await?;
         }
         Ok(())
+    }
+
+    /// The PostgreSQL server processes serving this store's database.
+    async fn server_pids(&self) -> Vec<u32> {
+        let Some((server, name)) = &self.postgres else {
+            return Vec::new();
+        };
+        let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(server).await else {
+            return Vec::new();
+        };
+        sqlx::query_scalar::<_, i32>("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p as u32)
+            .collect()
     }
 
     /// Bytes of the SQLite files (database and WAL), for the notes.
@@ -743,9 +772,12 @@ async fn intake(args: &Args) -> anyhow::Result<()> {
     let bodies = Bodies::new();
     let warmup = Duration::from_secs(3);
     let measure = Duration::from_secs(args.seconds);
-    let before = cpu_sample(Some(gw.pid()));
+    let before = cpu_sample_with(Some(gw.pid()), &store.server_pids().await);
     let r = load(gw.intake, &bodies, warmup, measure, None).await?;
-    let cpu = Cpu::between(before, cpu_sample(Some(gw.pid())));
+    let cpu = Cpu::between(
+        before,
+        cpu_sample_with(Some(gw.pid()), &store.server_pids().await),
+    );
     let (now, peak) = rss(gw.pid());
     row(
         args,

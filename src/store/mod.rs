@@ -4,6 +4,7 @@
 //! the workers and a backend; `sqlite` and `postgres` implement it.
 
 pub mod admin;
+mod group;
 pub mod postgres;
 mod shared;
 pub mod sqlite;

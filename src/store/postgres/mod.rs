@@ -7,6 +7,7 @@
 //! processes may start at once.
 
 mod admin;
+mod group;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
     AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, Settlement, TimelineDraft,
-    handoff_from_row, new_handoff_record, opt_ms, parse, timeline_from_row,
+    handoff_from_row, opt_ms, parse, timeline_from_row,
 };
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
@@ -42,6 +43,8 @@ const MAX_CONNECTIONS: u32 = 16;
 /// The PostgreSQL implementation of [`Store`].
 pub struct PostgresStore {
     pool: PgPool,
+    /// Group commit of intake requests.
+    intake: crate::store::group::IntakeQueue,
 }
 
 impl PostgresStore {
@@ -59,7 +62,8 @@ impl PostgresStore {
         MIGRATOR.run(&pool).await?;
         // Leases are left alone: other processes may hold them; a crashed
         // process's ones expire on the database's clock and are taken over.
-        Ok(Self { pool })
+        let intake = group::start(pool.clone());
+        Ok(Self { pool, intake })
     }
 }
 
@@ -559,62 +563,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(handoff_id = %new.id))]
     async fn create_handoff(&self, new: NewHandoff) -> Result<CreateOutcome, StoreError> {
-        let details = serde_json::to_string(&new.request)
-            .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
-        let now = ms(new.now);
-        let mut tx = self.pool.begin().await?;
-        // The insert comes first so the transaction takes the write lock at
-        // once; the unique (client, request_id) decides between racing duplicates.
-        let inserted = sqlx::query(
-            "INSERT INTO handoffs (id, client, request_id, request_sha256, kind, dossier_code, \
-             agency_code, status, cod_amount_vnd, details, due_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'received', $8, $9, $10, $11, $12) \
-             ON CONFLICT (client, request_id) DO NOTHING",
-        )
-        .bind(new.id.as_str())
-        .bind(&new.client)
-        .bind(&new.request.request_id)
-        .bind(&new.request_sha256[..])
-        .bind(new.request.kind.as_str())
-        .bind(&new.request.dossier_code)
-        .bind(&new.request.agency.code)
-        .bind(new.request.cod_amount_vnd as i64)
-        .bind(&details)
-        .bind(new.request.due_at.map(ms))
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            sqlx::query(
-                "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, created_at, updated_at) \
-                 VALUES ($1, 'create', 'pending', $2, $3, $4)",
-            )
-            .bind(new.id.as_str())
-            .bind(now)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            tracing::debug!("handoff and postal job committed");
-            return Ok(CreateOutcome::Created(new_handoff_record(&new)));
-        }
-        let sql = format!(
-            "SELECT {HANDOFF_COLUMNS}, request_sha256 FROM handoffs WHERE client = $1 AND request_id = $2"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&new.client)
-            .bind(&new.request.request_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.rollback().await?;
-        let stored: Vec<u8> = row.try_get("request_sha256")?;
-        Ok(CreateOutcome::Existing {
-            handoff: handoff_from_row(&row)?,
-            same_request: stored == new.request_sha256,
-        })
+        self.intake.create(new).await
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %id))]

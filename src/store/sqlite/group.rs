@@ -1,36 +1,24 @@
-//! Group commit of intake writes.
+//! The SQLite writer of intake groups (see `store::group`).
 //!
-//! SQLite with `synchronous=FULL` pays one WAL fsync per commit, which caps
-//! single-handoff transactions at a few thousand per second. Intake requests
-//! arriving together are therefore written by one task, on its own
-//! connection, in one transaction: whatever is queued when the previous
-//! commit ends forms the next group (no timer, so a lone request waits for
-//! nothing). Each request is answered only after the commit that holds it.
-//!
-//! A group is written with two multi-row statements fed one JSON array each
-//! (`json_each`), so the cost per request is no statement round trip to the
-//! connection's thread. Requests repeating a `(client, request_id)` of the
-//! same group are resolved before writing, exactly as if they had come one
-//! after the other: the first is inserted, the later ones find it. If a
-//! multi-row statement fails, the group falls back to one savepoint per
-//! request, so one request's failure fails that request alone.
+//! It owns a connection of its own. A group is written with two multi-row
+//! statements fed one JSON array each (`json_each`), so a request costs no
+//! statement round trip to the connection's thread, and the fast path runs
+//! first in its transaction: a failure rolls the transaction back instead of
+//! needing a savepoint, whose statement journal copied every page the group
+//! touched.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
+use async_trait::async_trait;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
 
-use super::{HANDOFF_COLUMNS, handoff_from_row, new_handoff_record};
-use crate::domain::Handoff;
-use crate::store::{CreateOutcome, NewHandoff, StoreError, ms};
-
-/// Most requests one transaction carries (bounds the size of a statement's
-/// JSON argument and the time the first of them waits).
-const MAX_GROUP: usize = 512;
-/// Requests waiting for the writer before callers wait to queue.
-const QUEUE: usize = 4096;
+use super::{HANDOFF_COLUMNS, handoff_from_row};
+use crate::store::group::{
+    Existing, GroupWriter, IntakeQueue, Pending, Slot, firsts, not_inserted, outcomes, slots,
+};
+use crate::store::{CreateOutcome, StoreError, ms};
 
 /// Inserts every handoff of a group whose `(client, request_id)` is new.
 /// `WHERE true` lets SQLite parse the upsert clause after a SELECT.
@@ -62,86 +50,34 @@ const INSERT_ONE_HANDOFF: &str = "INSERT INTO handoffs (id, client, request_id, 
 const INSERT_ONE_JOB: &str = "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, created_at, updated_at) \
      VALUES (?, 'create', 'pending', ?, ?, ?)";
 
-/// One intake request waiting for its group's commit.
-pub(super) struct Pending {
-    pub(super) new: NewHandoff,
-    /// The request as stored (`details`), serialized by the caller so the
-    /// writer spends its time writing.
-    pub(super) details: String,
-    pub(super) reply: oneshot::Sender<Result<CreateOutcome, StoreError>>,
+/// Opens the writer's own connection and starts its task.
+pub(super) async fn start(options: &SqliteConnectOptions) -> Result<IntakeQueue, sqlx::Error> {
+    let conn = SqliteConnection::connect_with(options).await?;
+    Ok(IntakeQueue::start(SqliteGroups {
+        conn,
+        scratch: Scratch::default(),
+    }))
 }
 
-/// The queue of the intake writer.
-pub(super) struct IntakeWriter {
-    queue: mpsc::Sender<Pending>,
+/// Writes groups on its own connection.
+struct SqliteGroups {
+    conn: SqliteConnection,
+    scratch: Scratch,
 }
 
-impl IntakeWriter {
-    /// Opens the writer's own connection and starts its task; the task ends
-    /// once every handle is dropped and the queue is empty.
-    pub(super) async fn start(options: &SqliteConnectOptions) -> Result<Self, sqlx::Error> {
-        let conn = SqliteConnection::connect_with(options).await?;
-        let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(conn, rx));
-        Ok(Self { queue })
+#[async_trait]
+impl GroupWriter for SqliteGroups {
+    async fn write(
+        &mut self,
+        group: &[Pending],
+    ) -> Result<Vec<Result<CreateOutcome, StoreError>>, StoreError> {
+        write_group(&mut self.conn, group, &mut self.scratch).await
     }
-
-    /// Records the handoff in the next group; answers once it is committed.
-    pub(super) async fn create(
-        &self,
-        new: NewHandoff,
-        details: String,
-    ) -> Result<CreateOutcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let pending = Pending {
-            new,
-            details,
-            reply,
-        };
-        self.queue
-            .send(pending)
-            .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::WorkerCrashed))?
-    }
-}
-
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Pending>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    let mut scratch = Scratch::default();
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let size = group.len();
-        match write_group(&mut conn, &group, &mut scratch).await {
-            Ok(outcomes) => {
-                for (pending, outcome) in group.drain(..).zip(outcomes) {
-                    // A caller that went away (its client hung up) still had
-                    // its handoff committed; nothing to tell it.
-                    let _ = pending.reply.send(outcome);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, size, "intake group could not be committed");
-                let text = e.to_string();
-                for pending in group.drain(..) {
-                    let _ =
-                        pending
-                            .reply
-                            .send(Err(StoreError::Unavailable(sqlx::Error::Protocol(
-                                text.clone(),
-                            ))));
-                }
-            }
-        }
-        tracing::debug!(size, "intake group committed");
-    }
-    let _ = conn.close().await;
 }
 
 /// Buffers kept between groups, so a group allocates little.
 #[derive(Default)]
-pub(super) struct Scratch {
+struct Scratch {
     json: Vec<u8>,
 }
 
@@ -166,26 +102,11 @@ impl Scratch {
     }
 }
 
-/// What became of one request in the group, before reading stored rows.
-enum Slot {
-    /// Inserted now.
-    Created,
-    /// Not inserted: the handoff stored under its key answers it.
-    Existing,
-    /// Failed alone (slow path only).
-    Failed(StoreError),
-}
-
-/// Writes one group in one transaction and returns each request's outcome,
-/// in order. An `Err` means nothing was committed.
-pub(super) async fn write_group(
+async fn write_group(
     conn: &mut SqliteConnection,
     group: &[Pending],
     scratch: &mut Scratch,
 ) -> Result<Vec<Result<CreateOutcome, StoreError>>, StoreError> {
-    // The fast path comes first in its transaction, so a failure undoes it
-    // by rolling the transaction back: no savepoint, whose statement journal
-    // copied every page the group touched.
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let slots = match insert_group(&mut tx, group, scratch).await {
         Ok(slots) => slots,
@@ -202,27 +123,7 @@ pub(super) async fn write_group(
     };
     let existing = read_existing(&mut tx, group, &slots, scratch).await?;
     tx.commit().await?;
-    let outcomes = group
-        .iter()
-        .zip(slots)
-        .map(|(p, slot)| match slot {
-            Slot::Created => Ok(CreateOutcome::Created(new_handoff_record(&p.new))),
-            Slot::Failed(e) => Err(e),
-            Slot::Existing => {
-                let key = (p.new.client.clone(), p.new.request.request_id.clone());
-                match existing.get(&key) {
-                    Some((handoff, sha)) => Ok(CreateOutcome::Existing {
-                        handoff: handoff.clone(),
-                        same_request: sha[..] == p.new.request_sha256[..],
-                    }),
-                    None => Err(StoreError::Corrupt(
-                        "a handoff not inserted is not stored either".into(),
-                    )),
-                }
-            }
-        })
-        .collect();
-    Ok(outcomes)
+    Ok(outcomes(group, slots, &existing))
 }
 
 /// The fast path: two statements for the whole group.
@@ -247,29 +148,12 @@ async fn insert_group(
             .execute(&mut *conn)
             .await?;
     }
-    // Ids are new for every request: only the request that inserted its
-    // handoff finds its id among those inserted.
-    Ok(group
-        .iter()
-        .map(|p| {
-            if created.contains(p.new.id.as_str()) {
-                Slot::Created
-            } else {
-                Slot::Existing
-            }
-        })
-        .collect())
+    Ok(slots(group, &created))
 }
 
-/// The rows of the group's handoffs, as a JSON array. Only the first
-/// request of each key may insert; the later ones find it, as they would
-/// have coming one after the other.
+/// The rows of the group's handoffs that may insert, as a JSON array.
 fn group_rows<'s>(group: &[Pending], scratch: &'s mut Scratch) -> Result<&'s str, StoreError> {
-    let mut keys: HashSet<(&str, &str)> = HashSet::with_capacity(group.len());
-    let firsts = group
-        .iter()
-        .filter(|p| keys.insert((p.new.client.as_str(), p.new.request.request_id.as_str())));
-    scratch.array(firsts.map(|p| {
+    scratch.array(firsts(group).map(|p| {
         let n = &p.new;
         (
             n.id.as_str(),
@@ -294,12 +178,7 @@ fn existing_keys<'s>(
     slots: &[Slot],
     scratch: &'s mut Scratch,
 ) -> Result<Option<&'s str>, StoreError> {
-    let mut wanted = group
-        .iter()
-        .zip(slots)
-        .filter(|(_, s)| matches!(s, Slot::Existing))
-        .map(|(p, _)| (&p.new.client, &p.new.request.request_id))
-        .peekable();
+    let mut wanted = not_inserted(group, slots).map(Pending::key).peekable();
     if wanted.peek().is_none() {
         return Ok(None);
     }
@@ -348,9 +227,6 @@ async fn insert_one(conn: &mut SqliteConnection, p: &Pending) -> Slot {
     attempt.await.unwrap_or_else(Slot::Failed)
 }
 
-/// Stored handoffs by `(client, request_id)`, with their request hash.
-type ExistingMap = HashMap<(String, String), (Handoff, Vec<u8>)>;
-
 /// Reads, in the group's transaction, the stored handoff of every request
 /// that was not inserted.
 async fn read_existing(
@@ -358,15 +234,15 @@ async fn read_existing(
     group: &[Pending],
     slots: &[Slot],
     scratch: &mut Scratch,
-) -> Result<ExistingMap, StoreError> {
+) -> Result<Existing, StoreError> {
     let Some(keys) = existing_keys(group, slots, scratch)? else {
-        return Ok(ExistingMap::new());
+        return Ok(Existing::new());
     };
     let rows = sqlx::query(AssertSqlSafe(SELECT_EXISTING.as_str()))
         .bind(keys)
         .fetch_all(&mut *conn)
         .await?;
-    let mut found = ExistingMap::with_capacity(rows.len());
+    let mut found = Existing::with_capacity(rows.len());
     for row in &rows {
         let handoff = handoff_from_row(row)?;
         let sha: Vec<u8> = row.try_get("request_sha256")?;
@@ -384,6 +260,7 @@ mod tests {
     use crate::config::StoreSettings;
     use crate::domain::request::Origin;
     use crate::domain::{HandoffId, HandoffRequest, RequestRules};
+    use crate::store::NewHandoff;
     use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
 
@@ -416,6 +293,7 @@ mod tests {
     }
 
     fn pending(new: NewHandoff) -> Pending {
+        use tokio::sync::oneshot;
         Pending {
             details: serde_json::to_string(&new.request).unwrap(),
             new,

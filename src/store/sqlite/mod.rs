@@ -18,7 +18,7 @@ use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
     AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, Settlement, TimelineDraft,
-    handoff_from_row, new_handoff_record, opt_ms, parse, timeline_from_row,
+    handoff_from_row, opt_ms, parse, timeline_from_row,
 };
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
@@ -36,7 +36,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/sqlite");
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Group commit of intake requests, on a connection of its own.
-    intake: group::IntakeWriter,
+    intake: crate::store::group::IntakeQueue,
     /// Stops the checkpoint task when the store goes.
     _checkpoints: tokio_util::sync::DropGuard,
     /// Held for the life of the store: the OS lock that keeps a second process out.
@@ -79,7 +79,7 @@ impl SqliteStore {
         sqlx::query("UPDATE callbacks SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL")
             .execute(&pool)
             .await?;
-        let intake = group::IntakeWriter::start(&options).await?;
+        let intake = group::start(&options).await?;
         let checkpoints = tokio_util::sync::CancellationToken::new();
         checkpoint::start(pool.clone(), checkpoints.clone());
         Ok(Self {
@@ -584,9 +584,7 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(handoff_id = %new.id))]
     async fn create_handoff(&self, new: NewHandoff) -> Result<CreateOutcome, StoreError> {
-        let details = serde_json::to_string(&new.request)
-            .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
-        self.intake.create(new, details).await
+        self.intake.create(new).await
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %id))]
