@@ -6,11 +6,13 @@
 //! a commit went from under a millisecond to tens of them). Here a passive
 //! checkpoint runs beside the writers on a pool connection and never blocks
 //! them; only a WAL grown past `RESTART_PAGES`, because writers never left
-//! it a moment to catch up, is restarted, which waits for them once.
+//! it a moment to catch up, is restarted, which waits for them once. The
+//! task has a connection of its own, so the store's connection is never
+//! held by a checkpoint.
 
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqliteConnection};
 use tokio_util::sync::CancellationToken;
 
 /// How often a passive checkpoint runs.
@@ -18,37 +20,33 @@ const INTERVAL: Duration = Duration::from_millis(100);
 /// WAL pages past which the log is restarted (256 MiB of 4 KiB pages).
 const RESTART_PAGES: i64 = 65_536;
 
-/// Starts the checkpoint task; it stops when `stop` is cancelled or the
-/// pool is closed.
-pub(super) fn start(pool: SqlitePool, stop: CancellationToken) {
+/// Starts the checkpoint task on `conn`; it stops when `stop` is cancelled.
+pub(super) fn start(mut conn: SqliteConnection, stop: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            if pool.is_closed() {
-                return;
-            }
-            match checkpoint(&pool, "PRAGMA wal_checkpoint(PASSIVE)").await {
+            match checkpoint(&mut conn, "PRAGMA wal_checkpoint(PASSIVE)").await {
                 Ok(log) if log > RESTART_PAGES => {
                     tracing::info!(wal_pages = log, "restarting a long WAL");
-                    if let Err(e) = checkpoint(&pool, "PRAGMA wal_checkpoint(RESTART)").await {
+                    if let Err(e) = checkpoint(&mut conn, "PRAGMA wal_checkpoint(RESTART)").await {
                         tracing::warn!(error = %e, "WAL restart failed");
                     }
                 }
                 Ok(_) => {}
-                Err(_) if pool.is_closed() => return,
                 Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
             }
         }
+        let _ = conn.close().await;
     });
 }
 
 /// Runs a checkpoint; returns the WAL's length in pages.
-async fn checkpoint(pool: &SqlitePool, sql: &'static str) -> Result<i64, sqlx::Error> {
-    let (_busy, log, _copied): (i64, i64, i64) = sqlx::query_as(sql).fetch_one(pool).await?;
+async fn checkpoint(conn: &mut SqliteConnection, sql: &'static str) -> Result<i64, sqlx::Error> {
+    let (_busy, log, _copied): (i64, i64, i64) = sqlx::query_as(sql).fetch_one(conn).await?;
     Ok(log)
 }
