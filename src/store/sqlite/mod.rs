@@ -58,7 +58,9 @@ impl SqliteStore {
             // Checkpoints run on a task of their own (`checkpoint`), never
             // inside a commit, where they stalled every request waiting
             // behind it.
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // A WAL grown under sustained load is cut back once it restarts.
+            .pragma("journal_size_limit", "67108864");
         let path = options.get_filename().to_path_buf();
         let lock = if path.as_os_str().is_empty() || path == Path::new(":memory:") {
             None
@@ -558,7 +560,7 @@ async fn stop_create_job(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE postal_jobs SET state = 'done', last_error = 'stopped by a cancel', updated_at = ?1 \
-         WHERE handoff_id = ?2 AND operation = 'create' AND state IN ('pending', 'dead') \
+         WHERE handoff_id = ?2 AND operation = 'create' AND +state IN ('pending', 'dead') \
          AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)",
     )
     .bind(ms(now))
@@ -709,7 +711,7 @@ impl Store for SqliteStore {
         // can simply stop: there is no order to cancel.
         let untouched = sqlx::query(
             "UPDATE postal_jobs SET state = 'done', last_error = 'stopped by a cancel', updated_at = ?1 \
-             WHERE handoff_id = ?2 AND operation = 'create' AND state = 'pending' AND first_create_at IS NULL \
+             WHERE handoff_id = ?2 AND operation = 'create' AND +state = 'pending' AND first_create_at IS NULL \
              AND attempt_started_at IS NULL AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)",
         )
         .bind(now_ms)
@@ -904,11 +906,14 @@ impl Store for SqliteStore {
         let mut jobs = Vec::with_capacity(rows.len());
         for row in rows {
             let handoff_id: String = row.try_get("handoff_id")?;
+            // `+j.state`: without it SQLite searched the subquery through
+            // postal_jobs_due (every pending job) instead of the handoff's
+            // own jobs, so each claim cost O(backlog) (docs/benchmarks.md).
             let sql = format!(
                 "SELECT {HANDOFF_COLUMNS}, details, carrier_original_id, \
                  (SELECT first_create_at FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create') AS create_started_at, \
                  (SELECT COUNT(*) FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create' \
-                    AND j.state = 'pending' AND j.lease_expires_at > ?2) AS create_in_flight \
+                    AND +j.state = 'pending' AND j.lease_expires_at > ?2) AS create_in_flight \
                  FROM handoffs WHERE id = ?1"
             );
             let h = sqlx::query(sqlx::AssertSqlSafe(sql))
