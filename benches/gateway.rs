@@ -150,7 +150,7 @@ impl Args {
 async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", machine_notes());
     println!(
-        "| store | scenario | result | latency p50 / p99 | gateway RSS | CPU: gateway+bench / background |"
+        "| store | scenario | result | latency p50 / p99 | gateway RSS | CPU of the machine: ours / background |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
     for scenario in &args.scenarios {
@@ -353,13 +353,13 @@ impl StoreUnderTest {
             let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
             Ok(Self {
                 url: format!("{base}/{name}"),
-                dir: dir,
+                dir,
                 postgres: Some((server.clone(), name)),
             })
         } else {
             Ok(Self {
                 url: format!("sqlite://{}", dir.path().join("bcci.db").display()),
-                dir: dir,
+                dir,
                 postgres: None,
             })
         }

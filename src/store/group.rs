@@ -138,7 +138,7 @@ pub(super) fn firsts(group: &[Pending]) -> impl Iterator<Item = &Pending> {
 
 /// Slots from the ids a multi-row insert returned: ids are new for every
 /// request, so only the request that inserted its handoff finds its id.
-pub(super) fn slots<'a>(group: &[Pending], created: &HashSet<&'a str>) -> Vec<Slot> {
+pub(super) fn slots(group: &[Pending], created: &HashSet<&str>) -> Vec<Slot> {
     group
         .iter()
         .map(|p| {
