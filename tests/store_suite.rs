@@ -53,6 +53,7 @@ on_both_backends!(
     claims_never_hand_one_job_to_two_owners,
     an_expired_lease_is_taken_over_and_its_unfinished_create_is_looked_up,
     no_call_starts_when_less_than_one_call_timeout_of_lease_is_left,
+    released_leases_are_taken_at_once_and_their_create_looked_up_first,
     an_adopted_order_and_carrier_events_are_relayed_in_sequence,
     callbacks_are_claimed_head_first_per_handoff_across_owners,
     a_dead_callback_holds_the_queue_until_replayed,
@@ -414,6 +415,34 @@ async fn no_call_starts_when_less_than_one_call_timeout_of_lease_is_left(store: 
             .await
             .unwrap()
     );
+}
+
+async fn released_leases_are_taken_at_once_and_their_create_looked_up_first(store: SharedStore) {
+    let now = start();
+    let (id, tracking) = with_order(&store, "R-0", now).await;
+    apply(&store, vec![event(&tracking, 2, now)], now).await;
+    created(&store, "R-1", now).await;
+    let job = claim_one(&store, "a", now).await;
+    assert!(
+        store
+            .start_postal_attempt(&job, "a", now, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let callback = store.claim_callbacks("a", now, LEASE, 1).await.unwrap();
+    assert_eq!(callback.len(), 1);
+    assert_eq!(callback[0].handoff_id, id);
+    // `a` shuts down with a call cut short: it gives its leases back.
+    assert_eq!(store.release_leases(&["a", "nobody"]).await.unwrap(), 2);
+    let taken = claim_one(&store, "b", now).await;
+    assert_eq!(taken.id, job.id);
+    assert!(
+        taken.interrupted_at.is_some(),
+        "the cut-short create is ambiguous: a lookup comes first"
+    );
+    let again = store.claim_callbacks("b", now, LEASE, 1).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, callback[0].id);
 }
 
 // ---------------------------------------------------------------- events and callbacks
