@@ -235,3 +235,21 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
     lifecycle.drain();
     server.await.unwrap().unwrap();
 }
+
+/// Found by fuzzing: the XML reader's error named the broken tag, NUL
+/// included, and the problem+xml answer carrying it was not well-formed.
+#[tokio::test]
+async fn a_problem_echoing_a_control_character_is_still_well_formed_xml() {
+    let app = spawn_app().await;
+    let body = b"<handoff><kind>return</kind><line>x</lin\x00e></handoff>".to_vec();
+    let r = app.post_handoff(body, "application/xml", Some(TOKEN)).await;
+    assert_eq!(r.status(), 400);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    let text = r.text().await.unwrap();
+    assert!(
+        text.chars().all(bcci_gateway::domain::xml::is_xml_char),
+        "{text:?}"
+    );
+    assert_eq!(problem_of(&ct, &text), ("malformed".into(), vec![]));
+    assert_eq!(app.handoff_count().await, 0);
+}
