@@ -344,6 +344,32 @@ pub fn paging(
     (limit, cursor)
 }
 
+/// The list filters obey the rules of the request fields they match, so a
+/// value no handoff can have is a 422, not an empty page.
+fn filter_rules(
+    dossier_code: Option<&str>,
+    request_id: Option<&str>,
+    errors: &mut Vec<crate::domain::FieldError>,
+) {
+    if dossier_code.is_some_and(|c| c.chars().count() > 64) {
+        errors.push(crate::domain::FieldError {
+            field: "dossier_code".into(),
+            message: "must be 1 to 64 characters".into(),
+        });
+    }
+    let id_ok = |r: &str| {
+        r.len() <= 64
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    };
+    if request_id.is_some_and(|r| !id_ok(r)) {
+        errors.push(crate::domain::FieldError {
+            field: "request_id".into(),
+            message: "must be 1 to 64 of letters, digits, '.', '_', ':' and '-'".into(),
+        });
+    }
+}
+
 #[tracing::instrument(skip_all, fields(client = tracing::field::Empty))]
 async fn list_handoffs(
     State(state): State<IntakeState>,
@@ -370,6 +396,7 @@ async fn list_handoffs(
                 message: "dossier_code or request_id is required".into(),
             });
         }
+        filter_rules(dossier_code.as_deref(), request_id.as_deref(), &mut errors);
         let (limit, cursor) = paging(&params, &mut errors);
         if !errors.is_empty() {
             return Err(Problem::invalid(errors));
