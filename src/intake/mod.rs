@@ -345,20 +345,20 @@ pub fn paging(
 }
 
 /// The list filters obey the rules of the request fields they match, so a
-/// value no handoff can have is a 422, not an empty page.
+/// value no handoff can have (empty included) is a 422, not an empty page.
 fn filter_rules(
     dossier_code: Option<&str>,
     request_id: Option<&str>,
     errors: &mut Vec<crate::domain::FieldError>,
 ) {
-    if dossier_code.is_some_and(|c| c.chars().count() > 64) {
+    if dossier_code.is_some_and(|c| !(1..=64).contains(&c.chars().count())) {
         errors.push(crate::domain::FieldError {
             field: "dossier_code".into(),
             message: "must be 1 to 64 characters".into(),
         });
     }
     let id_ok = |r: &str| {
-        r.len() <= 64
+        (1..=64).contains(&r.len())
             && r.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
     };
@@ -380,13 +380,7 @@ async fn list_handoffs(
     let format = negotiate::answer_format(&headers, None);
     let result = async {
         let client = state.admit(&headers)?;
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let mut errors = Vec::new();
         let dossier_code = get("dossier_code");
         let request_id = get("request_id");

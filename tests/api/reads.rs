@@ -141,6 +141,8 @@ async fn a_list_without_a_filter_or_with_a_bad_limit_is_invalid() {
             "dossier_code",
         ),
         ("/v1/handoffs?request_id=HG%202026", "request_id"),
+        ("/v1/handoffs?dossier_code=D&request_id=", "request_id"),
+        ("/v1/handoffs?dossier_code=", "dossier_code"),
         (
             format!("/v1/handoffs?request_id={}", "a".repeat(65)).as_str(),
             "request_id",
