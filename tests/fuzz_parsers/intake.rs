@@ -113,7 +113,19 @@ pub fn check_body(format: Format, bytes: &[u8]) -> Result<Option<HandoffRequest>
     }
 }
 
-/// The XML tree is never much larger than the document: no entity expansion.
+fn strings_are_xml(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.chars().all(is_xml_char),
+        Value::Array(items) => items.iter().all(strings_are_xml),
+        Value::Object(m) => m
+            .iter()
+            .all(|(k, v)| k.chars().all(is_xml_char) && strings_are_xml(v)),
+        _ => true,
+    }
+}
+
+/// The XML tree is never much larger than the document (no entity
+/// expansion) and holds only characters XML allows.
 fn check_xml_tree(bytes: &[u8]) -> Result<(), TestCaseError> {
     if let Ok((_, tree)) = xml::read_tree(bytes) {
         let size = tree.to_string().len();
@@ -122,6 +134,7 @@ fn check_xml_tree(bytes: &[u8]) -> Result<(), TestCaseError> {
             "{} bytes became a tree of {size}",
             bytes.len()
         );
+        prop_assert!(strings_are_xml(&tree), "{tree}");
     }
     Ok(())
 }
@@ -234,5 +247,26 @@ fn invalid_utf8_is_malformed_and_other_encodings_are_415() {
         };
         let p = parse_request(format, bytes, &rules()).unwrap_err();
         assert_eq!(p.kind, ProblemKind::Malformed, "{p:?}");
+    }
+}
+
+/// XML 1.0 forbids most C0 controls, raw or as character references.
+#[test]
+fn characters_xml_forbids_are_malformed() {
+    for doc in [
+        &b"<handoff><kind>re\x01turn</kind></handoff>"[..],
+        b"<handoff><kind>re&#1;turn</kind></handoff>",
+        b"<handoff><kind>re&#x0;turn</kind></handoff>",
+        b"<handoff><kind>re&#xFFFE;turn</kind></handoff>",
+        b"<handoff><kind a=\"&#1;\">return</kind></handoff>",
+        b"<handoff><k\x01ind>return</k\x01ind></handoff>",
+    ] {
+        let p = parse_request(Format::Xml, doc, &rules()).unwrap_err();
+        assert_eq!(
+            p.kind,
+            ProblemKind::Malformed,
+            "{}: {p:?}",
+            String::from_utf8_lossy(doc)
+        );
     }
 }
