@@ -303,6 +303,12 @@ impl Application {
                 }
             }
         }
+        let owners = [self.dispatcher.owner(), self.relay.owner()];
+        match self.store.release_leases(&owners).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "leases of abandoned work released"),
+            Err(e) => tracing::warn!(error = %e, "could not release leases; they will expire"),
+        }
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -1,5 +1,7 @@
 //! Vietnam Post's status events in, signed and ordered callbacks out.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,7 +16,36 @@ use bcci_gateway::config::Settings;
 use bcci_gateway::domain::{HandoffId, Status};
 use bcci_gateway::intake::auth::token_sha256_hex;
 use bcci_gateway::sim::{Faults, SimConfig, Simulator};
+use common::{Backend, TestStore};
 use serde_json::{Value, json};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhooks_and_a_flaky_receiver,
+    a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_replay_in_order,
+    webhooks_are_authenticated_and_every_record_is_stored_or_counted,
+    an_address_outside_the_allowlist_is_forbidden,
+);
 
 const TOKEN: &str = "loop-test-token";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -102,7 +133,7 @@ fn free_port() -> u16 {
 }
 
 fn settings(
-    dir: &std::path::Path,
+    store_url: &str,
     port: u16,
     postal: &str,
     callback: SocketAddr,
@@ -115,7 +146,7 @@ fn settings(
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:0"
 [store]
-url = "sqlite://{db}"
+url = "{store_url}"
 [postal]
 base_url = "{postal}"
 username = "partner"
@@ -136,8 +167,7 @@ callback_secrets = ["{SECRET}", "{ROTATED}"]
 [admin]
 token_sha256s = ["{hash}"]
 {extra}
-"#,
-        db = dir.join("bcci.db").display()
+"#
     ))
     .unwrap()
 }
@@ -170,9 +200,9 @@ async fn submit(intake: SocketAddr, n: usize) -> Vec<HandoffId> {
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhooks_and_a_flaky_receiver()
- {
+async fn one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhooks_and_a_flaky_receiver(
+    backend: Backend,
+) {
     let (receiver, callback_addr) = TestReceiver::start(4).await;
     let port = free_port();
     let sim = Simulator::start(SimConfig {
@@ -193,9 +223,11 @@ async fn one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhoo
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let Some(place) = TestStore::new(backend).await else {
+        return;
+    };
     let s = settings(
-        dir.path(),
+        &place.url,
         port,
         &sim.base_url(),
         callback_addr,
@@ -287,8 +319,9 @@ async fn one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhoo
     server.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_replay_in_order() {
+async fn a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_replay_in_order(
+    backend: Backend,
+) {
     let (receiver, callback_addr) = TestReceiver::start(0).await;
     receiver.down.store(true, Ordering::SeqCst);
     let port = free_port();
@@ -302,9 +335,11 @@ async fn a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_r
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let Some(place) = TestStore::new(backend).await else {
+        return;
+    };
     let s = settings(
-        dir.path(),
+        &place.url,
         port,
         &sim.base_url(),
         callback_addr,
@@ -419,12 +454,13 @@ async fn a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_r
     server.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_are_authenticated_and_every_record_is_stored_or_counted() {
+async fn webhooks_are_authenticated_and_every_record_is_stored_or_counted(backend: Backend) {
     let (_receiver, callback_addr) = TestReceiver::start(0).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Some(place) = TestStore::new(backend).await else {
+        return;
+    };
     let port = free_port();
-    let s = settings(dir.path(), port, "http://127.0.0.1:9", callback_addr, "");
+    let s = settings(&place.url, port, "http://127.0.0.1:9", callback_addr, "");
     let app = Application::build_with(
         s,
         Options {
@@ -499,12 +535,13 @@ async fn webhooks_are_authenticated_and_every_record_is_stored_or_counted() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_address_outside_the_allowlist_is_forbidden() {
+async fn an_address_outside_the_allowlist_is_forbidden(backend: Backend) {
     let (_receiver, callback_addr) = TestReceiver::start(0).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Some(place) = TestStore::new(backend).await else {
+        return;
+    };
     let s = settings(
-        dir.path(),
+        &place.url,
         free_port(),
         "http://127.0.0.1:9",
         callback_addr,

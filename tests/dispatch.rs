@@ -1,6 +1,8 @@
 //! The dispatcher against a stateful fake Vietnam Post (wiremock) that
 //! injects 5xx, 429, answers lost after a create, and token expiry.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,10 +13,40 @@ use bcci_gateway::config::Settings;
 use bcci_gateway::dispatch::guard::BreakerSettings;
 use bcci_gateway::domain::{HandoffId, Status};
 use bcci_gateway::intake::auth::token_sha256_hex;
+use common::{Backend, TestStore};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    two_hundred_handoffs_through_faults_get_exactly_one_order_each,
+    a_refusal_rejects_the_handoff_with_vietnam_posts_message_and_queues_its_callback,
+    the_breaker_opens_on_consecutive_failures_and_closes_after_a_good_probe,
+    a_refusal_after_an_ambiguous_attempt_is_confirmed_by_a_lookup_that_adopts_the_order,
+    a_reset_after_the_request_was_sent_is_followed_by_a_lookup_that_finds_the_order,
+);
 
 const TOKEN: &str = "dispatch-test-token";
 
@@ -226,7 +258,7 @@ impl Respond for FakeVnPost {
     }
 }
 
-fn settings(dir: &std::path::Path, base_url: &str) -> Settings {
+fn settings(store_url: &str, base_url: &str) -> Settings {
     let hash = token_sha256_hex(TOKEN);
     Settings::from_toml(&format!(
         r#"
@@ -234,7 +266,7 @@ fn settings(dir: &std::path::Path, base_url: &str) -> Settings {
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 [store]
-url = "sqlite://{db}"
+url = "{store_url}"
 [postal]
 base_url = "{base_url}"
 username = "partner"
@@ -252,8 +284,7 @@ callback_url = "http://127.0.0.1:9/cb"
 callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
 [admin]
 token_sha256s = ["{hash}"]
-"#,
-        db = dir.join("bcci.db").display()
+"#
     ))
     .unwrap()
 }
@@ -266,10 +297,14 @@ struct Harness {
     intake: std::net::SocketAddr,
     metrics_url: String,
     _server: MockServer,
-    _dir: tempfile::TempDir,
+    _store: TestStore,
 }
 
-async fn harness(plan: Vec<(u64, Fault)>, breaker: BreakerSettings) -> Harness {
+async fn harness(
+    backend: Backend,
+    plan: Vec<(u64, Fault)>,
+    breaker: BreakerSettings,
+) -> Option<Harness> {
     let clock = Arc::new(ManualClock::new(
         Timestamp::from_second(1_764_057_600).unwrap(),
     ));
@@ -292,9 +327,9 @@ async fn harness(plan: Vec<(u64, Fault)>, breaker: BreakerSettings) -> Harness {
         .respond_with(fake.clone())
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
+    let place = TestStore::new(backend).await?;
     let app = Application::build_with(
-        settings(dir.path(), &server.uri()),
+        settings(&place.url, &server.uri()),
         Options {
             clock: clock.clone(),
             run_workers: false,
@@ -312,10 +347,10 @@ async fn harness(plan: Vec<(u64, Fault)>, breaker: BreakerSettings) -> Harness {
         intake: app.intake_addr(),
         metrics_url: format!("http://{}/metrics", app.admin_addr()),
         _server: server,
-        _dir: dir,
+        _store: place,
     };
     tokio::spawn(app.run_until_stopped());
-    h
+    Some(h)
 }
 
 impl Harness {
@@ -367,22 +402,25 @@ impl Harness {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_handoffs_through_faults_get_exactly_one_order_each() {
+async fn two_hundred_handoffs_through_faults_get_exactly_one_order_each(backend: Backend) {
     let plan = vec![
         (12, Fault::ServerError),
         (22, Fault::LostAnswer),
         (26, Fault::SlowAnswer),
         (36, Fault::TooMany),
     ];
-    let h = harness(
+    let Some(h) = harness(
+        backend,
         plan,
         BreakerSettings {
             failures_to_open: 1000,
             open_for: Duration::from_millis(1),
         },
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let ids = h.submit(200).await;
     h.drive(&ids, 400).await;
 
@@ -445,9 +483,12 @@ async fn two_hundred_handoffs_through_faults_get_exactly_one_order_each() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusal_rejects_the_handoff_with_vietnam_posts_message_and_queues_its_callback() {
-    let h = harness(vec![], BreakerSettings::default()).await;
+async fn a_refusal_rejects_the_handoff_with_vietnam_posts_message_and_queues_its_callback(
+    backend: Backend,
+) {
+    let Some(h) = harness(backend, vec![], BreakerSettings::default()).await else {
+        return;
+    };
     let ids = h.submit(2).await;
     h.fake
         .state
@@ -488,16 +529,19 @@ async fn a_refusal_rejects_the_handoff_with_vietnam_posts_message_and_queues_its
     assert_eq!(h.fake.state.lock().unwrap().orders.len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_breaker_opens_on_consecutive_failures_and_closes_after_a_good_probe() {
-    let h = harness(
+async fn the_breaker_opens_on_consecutive_failures_and_closes_after_a_good_probe(backend: Backend) {
+    let Some(h) = harness(
+        backend,
         vec![(100, Fault::ServerError)],
         BreakerSettings {
             failures_to_open: 3,
             open_for: Duration::from_millis(300),
         },
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let ids = h.submit(5).await;
     let metric = |text: &str| {
         text.lines()
@@ -537,9 +581,12 @@ async fn the_breaker_opens_on_consecutive_failures_and_closes_after_a_good_probe
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusal_after_an_ambiguous_attempt_is_confirmed_by_a_lookup_that_adopts_the_order() {
-    let h = harness(vec![], BreakerSettings::default()).await;
+async fn a_refusal_after_an_ambiguous_attempt_is_confirmed_by_a_lookup_that_adopts_the_order(
+    backend: Backend,
+) {
+    let Some(h) = harness(backend, vec![], BreakerSettings::default()).await else {
+        return;
+    };
     let ids = h.submit(1).await;
     h.fake
         .state
@@ -642,15 +689,18 @@ async fn resetting_vnpost() -> (String, Arc<Mutex<Vec<String>>>, Arc<Mutex<u32>>
     (format!("http://{addr}"), orders, creates)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reset_after_the_request_was_sent_is_followed_by_a_lookup_that_finds_the_order() {
+async fn a_reset_after_the_request_was_sent_is_followed_by_a_lookup_that_finds_the_order(
+    backend: Backend,
+) {
     let (base, _orders, creates) = resetting_vnpost().await;
     let clock = Arc::new(ManualClock::new(
         Timestamp::from_second(1_764_057_600).unwrap(),
     ));
-    let dir = tempfile::tempdir().unwrap();
+    let Some(place) = TestStore::new(backend).await else {
+        return;
+    };
     let app = Application::build_with(
-        settings(dir.path(), &base),
+        settings(&place.url, &base),
         Options {
             clock: clock.clone(),
             run_workers: false,
@@ -669,7 +719,7 @@ async fn a_reset_after_the_request_was_sent_is_followed_by_a_lookup_that_finds_t
         intake,
         metrics_url: String::new(),
         _server: MockServer::start().await,
-        _dir: dir,
+        _store: place,
     };
     let ids = h.submit(1).await;
     h.dispatcher.run_until_idle().await.unwrap();

@@ -1,5 +1,7 @@
 //! Reconciliation when webhooks go missing, and every branch of cancel.
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,39 @@ use bcci_gateway::domain::{HandoffId, Status};
 use bcci_gateway::intake::auth::token_sha256_hex;
 use bcci_gateway::sim::{Faults, SimConfig, SimHandle, Simulator};
 use bcci_gateway::store::SharedStore;
+use common::{Backend, TestStore};
 use serde_json::{Value, json};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    with_webhooks_off_reconciliation_alone_brings_fifty_handoffs_to_their_final_statuses,
+    cancelling_a_handoff_that_never_reached_vietnam_post_cancels_it_at_once,
+    an_order_created_is_cancelled_at_vietnam_post_and_relayed,
+    a_cancel_pending_approval_keeps_its_case_id_and_completes_with_status_9,
+    a_refused_cancel_is_relayed_as_cancel_refused_and_the_status_stays,
+    cancelling_after_an_ambiguous_create_looks_the_order_up_and_cancels_it,
+    a_handoff_past_pickup_cannot_be_cancelled,
+);
 
 const TOKEN: &str = "cancel-test-token";
 const OTHER: &str = "other-client-token";
@@ -28,11 +62,16 @@ struct Gateway {
     intake: SocketAddr,
     sim: SimHandle,
     lifecycle: bcci_gateway::lifecycle::Lifecycle,
-    _dir: tempfile::TempDir,
+    _store: TestStore,
 }
 
 /// Starts the simulator and a gateway on it; `postal_extra` goes in `[postal]`.
-async fn start(sim_config: SimConfig, postal_extra: &str, run_workers: bool) -> Gateway {
+async fn start(
+    backend: Backend,
+    sim_config: SimConfig,
+    postal_extra: &str,
+    run_workers: bool,
+) -> Option<Gateway> {
     let port = free_port();
     let sim = Simulator::start(SimConfig {
         webhook_url: sim_config
@@ -43,14 +82,14 @@ async fn start(sim_config: SimConfig, postal_extra: &str, run_workers: bool) -> 
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let place = TestStore::new(backend).await?;
     let settings = Settings::from_toml(&format!(
         r#"
 [server]
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:0"
 [store]
-url = "sqlite://{db}"
+url = "{store_url}"
 [postal]
 base_url = "{base}"
 username = "partner"
@@ -80,7 +119,7 @@ token_sha256s = ["{t1}"]
 initial_ms = 20
 max_ms = 200
 "#,
-        db = dir.path().join("bcci.db").display(),
+        store_url = place.url,
         base = sim.base_url(),
         t1 = token_sha256_hex(TOKEN),
         t2 = token_sha256_hex(OTHER),
@@ -100,10 +139,10 @@ max_ms = 200
         intake: app.intake_addr(),
         lifecycle: app.lifecycle(),
         sim,
-        _dir: dir,
+        _store: place,
     };
     tokio::spawn(app.run_until_stopped());
-    g
+    Some(g)
 }
 
 impl Gateway {
@@ -181,9 +220,12 @@ fn quiet_sim(step_ms: u64) -> SimConfig {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_webhooks_off_reconciliation_alone_brings_fifty_handoffs_to_their_final_statuses() {
-    let g = start(quiet_sim(20), "reconcile_after_s = 1", true).await;
+async fn with_webhooks_off_reconciliation_alone_brings_fifty_handoffs_to_their_final_statuses(
+    backend: Backend,
+) {
+    let Some(g) = start(backend, quiet_sim(20), "reconcile_after_s = 1", true).await else {
+        return;
+    };
     let mut ids = Vec::new();
     for i in 0..50 {
         ids.push(g.submit(&format!("R-{i}"), "Đăng ký hộ kinh doanh").await);
@@ -217,9 +259,10 @@ async fn with_webhooks_off_reconciliation_alone_brings_fifty_handoffs_to_their_f
     g.lifecycle.drain();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_handoff_that_never_reached_vietnam_post_cancels_it_at_once() {
-    let g = start(quiet_sim(1000), "", false).await;
+async fn cancelling_a_handoff_that_never_reached_vietnam_post_cancels_it_at_once(backend: Backend) {
+    let Some(g) = start(backend, quiet_sim(1000), "", false).await else {
+        return;
+    };
     let id = g.submit("C-1", "Thủ tục").await;
     let (status, doc) = g.cancel(&id, TOKEN).await;
     assert_eq!(status, 202);
@@ -236,9 +279,10 @@ async fn cancelling_a_handoff_that_never_reached_vietnam_post_cancels_it_at_once
     assert_eq!(g.store.count_pending_postal_jobs().await.unwrap(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_created_is_cancelled_at_vietnam_post_and_relayed() {
-    let g = start(quiet_sim(60_000), "", true).await;
+async fn an_order_created_is_cancelled_at_vietnam_post_and_relayed(backend: Backend) {
+    let Some(g) = start(backend, quiet_sim(60_000), "", true).await else {
+        return;
+    };
     let id = g.submit("C-2", "Thủ tục").await;
     g.wait_for(&id, Status::OrderCreated).await;
     let (status, doc) = g.cancel(&id, TOKEN).await;
@@ -261,14 +305,15 @@ async fn an_order_created_is_cancelled_at_vietnam_post_and_relayed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_pending_approval_keeps_its_case_id_and_completes_with_status_9() {
+async fn a_cancel_pending_approval_keeps_its_case_id_and_completes_with_status_9(backend: Backend) {
     // Slow steps: the cancel must reach Vietnam Post before the pickup (status 6).
     let mut sim = quiet_sim(2000);
     sim.faults.webhooks_enabled = true;
     sim.webhook_url = Some(String::new());
     sim.sequence_weights = vec![("delivered".into(), 1)];
-    let g = start(sim, "", true).await;
+    let Some(g) = start(backend, sim, "", true).await else {
+        return;
+    };
     let id = g.submit("C-3", "Thủ tục [sim:cancel_approval]").await;
     g.wait_for(&id, Status::OrderCreated).await;
     assert_eq!(g.cancel(&id, TOKEN).await.0, 202);
@@ -291,13 +336,14 @@ async fn a_cancel_pending_approval_keeps_its_case_id_and_completes_with_status_9
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_cancel_is_relayed_as_cancel_refused_and_the_status_stays() {
+async fn a_refused_cancel_is_relayed_as_cancel_refused_and_the_status_stays(backend: Backend) {
     // Webhooks off: the gateway still believes order_created while Vietnam
     // Post has picked the item up and refuses the cancel.
     let mut sim = quiet_sim(20);
     sim.sequence_weights = vec![("delivered".into(), 1)];
-    let g = start(sim, "", true).await;
+    let Some(g) = start(backend, sim, "", true).await else {
+        return;
+    };
     let id = g.submit("C-4", "Thủ tục").await;
     g.wait_for(&id, Status::OrderCreated).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -321,11 +367,12 @@ async fn a_refused_cancel_is_relayed_as_cancel_refused_and_the_status_stays() {
     assert_eq!(g.status(&id).await, Status::OrderCreated);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_after_an_ambiguous_create_looks_the_order_up_and_cancels_it() {
+async fn cancelling_after_an_ambiguous_create_looks_the_order_up_and_cancels_it(backend: Backend) {
     let mut sim = quiet_sim(60_000);
     sim.faults.lost_answer_rate = 1.0;
-    let g = start(sim, "", true).await;
+    let Some(g) = start(backend, sim, "", true).await else {
+        return;
+    };
     let id = g.submit("C-5", "Thủ tục").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while g.sim.orders_for(id.as_str()).is_empty() {
@@ -349,13 +396,14 @@ async fn cancelling_after_an_ambiguous_create_looks_the_order_up_and_cancels_it(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handoff_past_pickup_cannot_be_cancelled() {
+async fn a_handoff_past_pickup_cannot_be_cancelled(backend: Backend) {
     let mut sim = quiet_sim(20);
     sim.faults.webhooks_enabled = true;
     sim.webhook_url = Some(String::new());
     sim.sequence_weights = vec![("delivered".into(), 1)];
-    let g = start(sim, "", true).await;
+    let Some(g) = start(backend, sim, "", true).await else {
+        return;
+    };
     let id = g.submit("C-6", "Thủ tục").await;
     g.wait_for(&id, Status::Delivered).await;
     let (status, _) = g.cancel(&id, TOKEN).await;

@@ -15,7 +15,7 @@ use bcci_gateway::domain::state_machine::CarrierEvent;
 use bcci_gateway::domain::{
     CarrierInfo, CreateStep, Effect, HandoffId, HandoffRequest, PostalOrder, Source, Status,
 };
-use bcci_gateway::store::admin::{CallbackReplay, CallbackState};
+use bcci_gateway::store::admin::{AdminOutcome, CallbackReplay, CallbackState, Resolution};
 use bcci_gateway::store::{
     CallbackOutcome, CancelRequest, CreateOutcome, EventContext, EventOutcome,
     IncomingCarrierEvent, NewHandoff, PostalJob, PostalOutcome, SharedStore,
@@ -53,6 +53,7 @@ on_both_backends!(
     claims_never_hand_one_job_to_two_owners,
     an_expired_lease_is_taken_over_and_its_unfinished_create_is_looked_up,
     no_call_starts_when_less_than_one_call_timeout_of_lease_is_left,
+    released_leases_are_taken_at_once_and_their_create_looked_up_first,
     an_adopted_order_and_carrier_events_are_relayed_in_sequence,
     callbacks_are_claimed_head_first_per_handoff_across_owners,
     a_dead_callback_holds_the_queue_until_replayed,
@@ -61,6 +62,10 @@ on_both_backends!(
     a_breach_is_recorded_once,
     the_purge_clears_old_terminal_handoffs_once,
     concurrent_webhooks_keep_every_sequence_contiguous,
+    a_failed_handoff_replayed_by_an_operator_begins_with_a_lookup,
+    a_partial_delivery_is_resolved_once_and_relayed,
+    an_erasure_clears_personal_data_once,
+    statistics_count_the_handoffs_of_the_days_asked,
 );
 
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -416,6 +421,34 @@ async fn no_call_starts_when_less_than_one_call_timeout_of_lease_is_left(store: 
     );
 }
 
+async fn released_leases_are_taken_at_once_and_their_create_looked_up_first(store: SharedStore) {
+    let now = start();
+    let (id, tracking) = with_order(&store, "R-0", now).await;
+    apply(&store, vec![event(&tracking, 2, now)], now).await;
+    created(&store, "R-1", now).await;
+    let job = claim_one(&store, "a", now).await;
+    assert!(
+        store
+            .start_postal_attempt(&job, "a", now, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let callback = store.claim_callbacks("a", now, LEASE, 1).await.unwrap();
+    assert_eq!(callback.len(), 1);
+    assert_eq!(callback[0].handoff_id, id);
+    // `a` shuts down with a call cut short: it gives its leases back.
+    assert_eq!(store.release_leases(&["a", "nobody"]).await.unwrap(), 2);
+    let taken = claim_one(&store, "b", now).await;
+    assert_eq!(taken.id, job.id);
+    assert!(
+        taken.interrupted_at.is_some(),
+        "the cut-short create is ambiguous: a lookup comes first"
+    );
+    let again = store.claim_callbacks("b", now, LEASE, 1).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, callback[0].id);
+}
+
 // ---------------------------------------------------------------- events and callbacks
 
 async fn an_adopted_order_and_carrier_events_are_relayed_in_sequence(store: SharedStore) {
@@ -652,4 +685,134 @@ async fn concurrent_webhooks_keep_every_sequence_contiguous(store: SharedStore) 
         let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
         assert_eq!(seqs, expected, "contiguous sequences for {id}");
     }
+}
+
+// ---------------------------------------------------------------- operators
+
+async fn a_failed_handoff_replayed_by_an_operator_begins_with_a_lookup(store: SharedStore) {
+    let now = start();
+    let id = created(&store, "F-1", now).await;
+    let job = claim_one(&store, "a", now).await;
+    let fail = PostalOutcome::Fail {
+        reason: "retry deadline passed".into(),
+        format: BodyFormat::Json,
+    };
+    assert!(store.finish_postal_job(&job, "a", now, fail).await.unwrap());
+    assert_eq!(status(&store, &id).await, Status::Failed);
+    let formats = Default::default();
+    match store
+        .replay_failed_handoff(&id, "operator", now, &formats)
+        .await
+        .unwrap()
+    {
+        AdminOutcome::Done(h) => assert_eq!(h.status, Status::Received),
+        other => panic!("{other:?}"),
+    }
+    let again = claim_one(&store, "b", now).await;
+    assert_eq!(
+        again.step,
+        CreateStep::Lookup,
+        "an earlier attempt may have made the order"
+    );
+    assert_eq!(again.attempts, 0, "a fresh retry budget");
+    assert_eq!(sequences(&store, &id).await, vec![1, 2]);
+    assert!(matches!(
+        store
+            .replay_failed_handoff(&id, "operator", now, &formats)
+            .await
+            .unwrap(),
+        AdminOutcome::Conflict(_)
+    ));
+}
+
+async fn a_partial_delivery_is_resolved_once_and_relayed(store: SharedStore) {
+    let now = start();
+    let (id, tracking) = with_order(&store, "PD-1", now).await;
+    apply(
+        &store,
+        vec![event(&tracking, 20, now + SignedDuration::from_mins(1))],
+        now,
+    )
+    .await;
+    assert_eq!(status(&store, &id).await, Status::PartiallyDelivered);
+    let formats = Default::default();
+    let resolved = store
+        .resolve_partial(
+            &id,
+            Resolution::Delivered,
+            Some("the rest came later"),
+            "operator",
+            now,
+            &formats,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&resolved, AdminOutcome::Done(h) if h.status == Status::Delivered),
+        "{resolved:?}"
+    );
+    assert_eq!(sequences(&store, &id).await, vec![1, 2, 3]);
+    let timeline = store.timeline(&id).await.unwrap();
+    assert_eq!(
+        timeline.last().unwrap().operator.as_deref(),
+        Some("operator")
+    );
+    assert!(matches!(
+        store
+            .resolve_partial(&id, Resolution::Returned, None, "operator", now, &formats)
+            .await
+            .unwrap(),
+        AdminOutcome::Conflict(_)
+    ));
+}
+
+async fn an_erasure_clears_personal_data_once(store: SharedStore) {
+    let now = start();
+    let id = created(&store, "ER-1", now).await;
+    for _ in 0..2 {
+        assert!(matches!(
+            store
+                .erase_personal_data(&id, "operator", now)
+                .await
+                .unwrap(),
+            AdminOutcome::Done(_)
+        ));
+    }
+    let erased = store
+        .timeline(&id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("personal data erased"))
+        .count();
+    assert_eq!(erased, 1, "recorded once");
+    let job = claim_one(&store, "a", now).await;
+    assert!(
+        job.request.is_none(),
+        "nothing personal is left to dispatch"
+    );
+    assert!(matches!(
+        store
+            .erase_personal_data(&HandoffId::new(1, 1), "operator", now)
+            .await
+            .unwrap(),
+        AdminOutcome::NotFound
+    ));
+}
+
+async fn statistics_count_the_handoffs_of_the_days_asked(store: SharedStore) {
+    let day = start();
+    created(&store, "ST-1", day).await;
+    created(&store, "ST-2", day).await;
+    created(&store, "ST-3", day + SignedDuration::from_hours(72)).await;
+    let date = day
+        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(7)))
+        .date();
+    let rows = store.stats(date, date).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.created).sum::<u64>(), 2);
+    let rows = store
+        .stats(date, date + jiff::Span::new().days(3))
+        .await
+        .unwrap();
+    assert_eq!(rows.iter().map(|r| r.created).sum::<u64>(), 3);
 }

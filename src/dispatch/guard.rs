@@ -10,6 +10,11 @@ use tokio::time::Instant;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::UpstreamLabels;
 
+/// The longest pause a `Retry-After` imposes: Vietnam Post's header is read
+/// as given (seconds or a date), and a value too large for the clock must
+/// not crash the guard (nor stop postal calls for years).
+pub const MAX_PAUSE: Duration = Duration::from_secs(24 * 3600);
+
 /// When the breaker opens and how long it stays open.
 #[derive(Debug, Clone, Copy)]
 pub struct BreakerSettings {
@@ -163,7 +168,7 @@ impl PostalGuard {
             CallResult::Answered => s.breaker = Breaker::Closed { failures: 0 },
             CallResult::Failed { retry_after } => {
                 if let Some(d) = retry_after {
-                    let until = now + d;
+                    let until = now + d.min(MAX_PAUSE);
                     s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
                 }
                 s.breaker = match s.breaker {
@@ -305,6 +310,20 @@ mod tests {
         let wait = g.try_permit(Instant::now()).expect_err("paused");
         assert!(wait > Duration::from_secs(6));
         tokio::time::advance(Duration::from_secs(7)).await;
+        assert_eq!(g.try_permit(Instant::now()), Ok(false));
+    }
+
+    /// Found by fuzzing: `Retry-After: 18446744073709551615` overflowed the
+    /// clock, panicking with the guard's lock held (every later call panicked).
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_retry_after_pauses_for_at_most_a_day() {
+        let g = guard(1000);
+        g.record(CallResult::Failed {
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+        });
+        let wait = g.try_permit(Instant::now()).expect_err("paused");
+        assert!(wait <= MAX_PAUSE && wait > MAX_PAUSE - Duration::from_secs(1));
+        tokio::time::advance(MAX_PAUSE).await;
         assert_eq!(g.try_permit(Instant::now()), Ok(false));
     }
 

@@ -100,6 +100,11 @@ impl Dispatcher {
         }
     }
 
+    /// The name this worker pool's leases are held under.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
     /// Claims one due job and carries it out.
     pub async fn try_execute(&self) -> anyhow::Result<Executed> {
         // Wait out a pause or an open breaker before claiming, so no lease

@@ -54,7 +54,7 @@ fn write_element(
                 write_element(out, item, v, item_name, None);
             }
         }
-        Value::String(s) => out.push_str(&escape(s.as_str())),
+        Value::String(s) => push_text(out, s),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => out.push_str(&n.to_string()),
         Value::Null => {}
@@ -62,4 +62,43 @@ fn write_element(
     out.push_str("</");
     out.push_str(name);
     out.push('>');
+}
+
+/// True for the characters XML 1.0 allows in a document.
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Escaped text; characters XML 1.0 cannot carry even escaped (most C0
+/// controls, U+FFFE, U+FFFF) become U+FFFD, so the document stays
+/// well-formed whatever text it holds (a carrier's status name, an echoed
+/// element name in a problem's detail).
+fn push_text(out: &mut String, s: &str) {
+    if s.chars().all(is_xml_char) {
+        out.push_str(&escape(s));
+    } else {
+        let clean: String = s
+            .chars()
+            .map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' })
+            .collect();
+        out.push_str(&escape(clean.as_str()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Found by fuzzing: a NUL echoed in a problem's detail made the
+    /// problem+xml answer not well-formed.
+    #[test]
+    fn characters_xml_cannot_carry_are_replaced() {
+        let doc = write_document("e", &json!({"t": "a\u{0}b\u{1}c\u{FFFE}<&>é"}), |_| "item");
+        assert!(doc.chars().all(is_xml_char), "{doc:?}");
+        assert!(
+            doc.contains("<t>a\u{FFFD}b\u{FFFD}c\u{FFFD}&lt;&amp;&gt;é</t>"),
+            "{doc}"
+        );
+    }
 }

@@ -28,7 +28,7 @@ use crate::domain::state_machine::CarrierEvent;
 use crate::domain::{CarrierInfo, Effect, PostalOrder, Source};
 use crate::store::{EventContext, EventOutcome, IncomingCarrierEvent, SharedStore};
 use crate::telemetry::Metrics;
-use record::{StatusRecord, parse_record, parse_vietnam_time};
+use record::{StatusRecord, parse_record, read_batch};
 
 /// What the webhook receiver needs.
 #[derive(Clone)]
@@ -214,27 +214,13 @@ async fn receive(
             );
         }
     };
-    let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            "the body is not JSON",
-            &headers,
-        );
+    let batch = match read_batch(&bytes) {
+        Ok(batch) => batch,
+        Err(detail) => {
+            return problem(StatusCode::BAD_REQUEST, "malformed", detail, &headers);
+        }
     };
-    let Some(records) = doc.get("data").and_then(Value::as_array) else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            "data is not an array",
-            &headers,
-        );
-    };
-    let send_date = doc
-        .get("sendDate")
-        .and_then(Value::as_str)
-        .and_then(parse_vietnam_time);
-    match record_batch(&state, records, send_date, Source::Webhook).await {
+    match record_batch(&state, &batch.records, batch.send_date, Source::Webhook).await {
         Ok(()) => answer(StatusCode::OK, json!({"success": true})),
         Err(e) => {
             tracing::error!(error = %e, "webhook batch not stored");

@@ -21,6 +21,29 @@ pub struct StatusRecord {
     pub total_fee: Option<i64>,
 }
 
+/// A webhook body: its records, each still to be read, and its `sendDate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub records: Vec<Value>,
+    pub send_date: Option<Timestamp>,
+}
+
+/// Reads a webhook body. The error (a 400's detail) is the only refusal of a
+/// whole batch: the body is not JSON or its `data` is not an array.
+pub fn read_batch(bytes: &[u8]) -> Result<Batch, &'static str> {
+    let Ok(mut doc) = serde_json::from_slice::<Value>(bytes) else {
+        return Err("the body is not JSON");
+    };
+    let send_date = doc
+        .get("sendDate")
+        .and_then(Value::as_str)
+        .and_then(parse_vietnam_time);
+    match doc.get_mut("data").map(Value::take) {
+        Some(Value::Array(records)) => Ok(Batch { records, send_date }),
+        _ => Err("data is not an array"),
+    }
+}
+
 /// Parses `dd/MM/yyyy HH:mm:ss`, Vietnam time.
 pub fn parse_vietnam_time(raw: &str) -> Option<Timestamp> {
     let dt = DateTime::strptime("%d/%m/%Y %H:%M:%S", raw.trim()).ok()?;

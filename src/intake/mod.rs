@@ -1,6 +1,7 @@
 //! The intake API: handoff requests in, handoffs out.
 
 pub mod auth;
+pub mod body;
 pub mod negotiate;
 pub mod problem;
 pub mod wire;
@@ -17,8 +18,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::clock::Clock;
-use crate::domain::request::Origin;
-use crate::domain::{HandoffId, HandoffRequest, RequestRules};
+use crate::domain::{HandoffId, RequestRules};
 use crate::lifecycle::Lifecycle;
 use crate::store::{CreateOutcome, HandoffFilter, NewHandoff, SharedStore, StoreError};
 use crate::telemetry::Metrics;
@@ -194,40 +194,9 @@ async fn create(
         bytes = bytes.len(),
         "request body read"
     );
-    let (tree, origin) = match format {
-        Format::Json => {
-            let tree: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                Problem::new(ProblemKind::Malformed, format!("not well-formed JSON: {e}"))
-            })?;
-            (tree, Origin::Json)
-        }
-        Format::Xml => {
-            let (root, tree) = xml::read_tree(&bytes).map_err(|e| match e {
-                xml::XmlError::Encoding(m) => Problem::new(
-                    ProblemKind::UnsupportedMediaType,
-                    format!("XML must be encoded in UTF-8 ({m})"),
-                ),
-                xml::XmlError::Malformed(m) => Problem::new(ProblemKind::Malformed, m),
-            })?;
-            if root != "handoff" {
-                return Err(Problem::field(&root, "the root element must be <handoff>"));
-            }
-            // `<handoff/>` is an empty request: every required field is missing.
-            let tree = if tree.is_null() { json!({}) } else { tree };
-            (tree, Origin::Xml)
-        }
-    };
-    *kind_label = match tree.get("kind").and_then(Value::as_str) {
-        Some("pickup") => "pickup",
-        Some("return") => "return",
-        _ => "unknown",
-    };
-    let parsed = HandoffRequest::parse(&tree, origin, &state.rules).map_err(|errors| {
-        // Field names only: values may be personal data.
-        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        tracing::debug!(?fields, "request invalid");
-        Problem::invalid(errors)
-    })?;
+    let (tree, origin) = body::read_tree(format, &bytes)?;
+    *kind_label = body::kind_label(&tree);
+    let parsed = body::parse_tree(&tree, origin, &state.rules)?;
     let request_sha256 = parsed.canonical_sha256();
     let now = state.clock.now();
     let new = NewHandoff {
@@ -375,6 +344,32 @@ pub fn paging(
     (limit, cursor)
 }
 
+/// The list filters obey the rules of the request fields they match, so a
+/// value no handoff can have (empty included) is a 422, not an empty page.
+fn filter_rules(
+    dossier_code: Option<&str>,
+    request_id: Option<&str>,
+    errors: &mut Vec<crate::domain::FieldError>,
+) {
+    if dossier_code.is_some_and(|c| !(1..=64).contains(&c.chars().count())) {
+        errors.push(crate::domain::FieldError {
+            field: "dossier_code".into(),
+            message: "must be 1 to 64 characters".into(),
+        });
+    }
+    let id_ok = |r: &str| {
+        (1..=64).contains(&r.len())
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    };
+    if request_id.is_some_and(|r| !id_ok(r)) {
+        errors.push(crate::domain::FieldError {
+            field: "request_id".into(),
+            message: "must be 1 to 64 of letters, digits, '.', '_', ':' and '-'".into(),
+        });
+    }
+}
+
 #[tracing::instrument(skip_all, fields(client = tracing::field::Empty))]
 async fn list_handoffs(
     State(state): State<IntakeState>,
@@ -385,13 +380,7 @@ async fn list_handoffs(
     let format = negotiate::answer_format(&headers, None);
     let result = async {
         let client = state.admit(&headers)?;
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let mut errors = Vec::new();
         let dossier_code = get("dossier_code");
         let request_id = get("request_id");
@@ -401,6 +390,7 @@ async fn list_handoffs(
                 message: "dossier_code or request_id is required".into(),
             });
         }
+        filter_rules(dossier_code.as_deref(), request_id.as_deref(), &mut errors);
         let (limit, cursor) = paging(&params, &mut errors);
         if !errors.is_empty() {
             return Err(Problem::invalid(errors));

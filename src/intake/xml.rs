@@ -7,6 +7,8 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::Event;
 use serde_json::{Map, Value};
 
+use crate::domain::xml::is_xml_char;
+
 /// Deeper than any document of the contract; bounds work on hostile input.
 const MAX_DEPTH: usize = 16;
 
@@ -44,6 +46,7 @@ pub fn read_tree(bytes: &[u8]) -> Result<(String, Value), XmlError> {
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| XmlError::Malformed(format!("not valid UTF-8: {e}")))?;
+    not_xml_char(text)?;
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
@@ -132,6 +135,7 @@ pub fn read_tree(bytes: &[u8]) -> Result<(String, Value), XmlError> {
                         r.xml10_content()
                     )));
                 };
+                not_xml_char(&resolved)?;
                 match stack.last_mut() {
                     Some(open) => open.text.push_str(&resolved),
                     None => {
@@ -147,6 +151,19 @@ pub fn read_tree(bytes: &[u8]) -> Result<(String, Value), XmlError> {
         return Err(XmlError::Malformed("unclosed element".into()));
     }
     root.ok_or_else(|| XmlError::Malformed("no root element".into()))
+}
+
+/// Refuses characters XML 1.0 does not allow (most C0 controls, U+FFFE,
+/// U+FFFF), raw or written as character references: such a document is not
+/// well-formed, and its text could not be written back as XML.
+fn not_xml_char(text: &str) -> Result<(), XmlError> {
+    match text.chars().find(|c| !is_xml_char(*c)) {
+        None => Ok(()),
+        Some(c) => Err(XmlError::Malformed(format!(
+            "character U+{:04X} is not allowed in XML",
+            u32::from(c)
+        ))),
+    }
 }
 
 /// The `encoding` of the XML declaration, read before decoding any text so a
@@ -174,6 +191,7 @@ fn open_element(start: &quick_xml::events::BytesStart<'_>) -> Result<Open, XmlEr
         let value = attr
             .normalized_value(quick_xml::XmlVersion::Implicit1_0)
             .map_err(|e| XmlError::Malformed(format!("bad attribute: {e}")))?;
+        not_xml_char(&value)?;
         children.insert(format!("@{key}"), Value::String(value.into_owned()));
     }
     let has_children = !children.is_empty();
@@ -268,6 +286,25 @@ mod tests {
         ] {
             assert!(read_tree(doc).is_err(), "{}", String::from_utf8_lossy(doc));
         }
+    }
+
+    /// Found by fuzzing: raw control characters and references to them
+    /// were read as text, though XML 1.0 does not allow them.
+    #[test]
+    fn characters_xml_does_not_allow_are_refused() {
+        for doc in [
+            &b"<handoff>a\x01b</handoff>"[..],
+            b"<handoff>a&#1;b</handoff>",
+            b"<handoff>a&#xFFFF;b</handoff>",
+            b"<handoff a=\"&#x1F;\"/>",
+        ] {
+            assert!(
+                matches!(read_tree(doc), Err(XmlError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
+        }
+        assert!(read_tree(b"<handoff>a&#9;&#xA;b</handoff>").is_ok());
     }
 
     #[test]

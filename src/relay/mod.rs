@@ -79,6 +79,11 @@ impl Relay {
         })
     }
 
+    /// The name this worker pool's leases are held under.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
     /// Claims one deliverable callback and attempts it.
     pub async fn try_execute(&self) -> anyhow::Result<Executed> {
         let jobs = self

@@ -436,7 +436,13 @@ pub trait Store: AdminStore + Send + Sync + 'static {
     async fn callbacks_of(&self, id: &HandoffId)
     -> Result<Vec<(u64, String, Vec<u8>)>, StoreError>;
 
-    /// Releases what this process holds (leases, locks) before exit.
+    /// Gives back every lease `owners` still hold (at shutdown, after the
+    /// grace period), so other processes need not wait for them to expire.
+    /// A create attempt cut short stays marked as started: whoever takes the
+    /// job next treats it as ambiguous and looks the order up first.
+    async fn release_leases(&self, owners: &[&str]) -> Result<u64, StoreError>;
+
+    /// Releases what this process holds (connections, locks) before exit.
     async fn close(&self);
 }
 

@@ -235,3 +235,32 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
     lifecycle.drain();
     server.await.unwrap().unwrap();
 }
+
+/// Found by fuzzing: a problem+xml echoing a control character (there, a
+/// broken tag name in the reader's error; here, an unknown JSON field's
+/// name) was not well-formed XML.
+#[tokio::test]
+async fn a_problem_echoing_a_control_character_is_still_well_formed_xml() {
+    let app = spawn_app().await;
+    let r = app
+        .http
+        .post(app.url("/v1/handoffs"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .header("accept", "application/xml")
+        .body(r#"{"bad\u0001name": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    let text = r.text().await.unwrap();
+    assert!(
+        text.chars().all(bcci_gateway::domain::xml::is_xml_char),
+        "{text:?}"
+    );
+    let (slug, fields) = problem_of(&ct, &text);
+    assert_eq!(slug, "invalid");
+    assert!(fields.contains(&"bad\u{FFFD}name".to_owned()), "{fields:?}");
+    assert_eq!(app.handoff_count().await, 0);
+}

@@ -135,6 +135,18 @@ async fn a_list_without_a_filter_or_with_a_bad_limit_is_invalid() {
         ("/v1/handoffs?dossier_code=D&limit=101", "limit"),
         ("/v1/handoffs?dossier_code=D&limit=0", "limit"),
         ("/v1/handoffs?dossier_code=D&cursor=zzz", "cursor"),
+        // Found by schemathesis: filters no handoff can match were an empty 200.
+        (
+            format!("/v1/handoffs?dossier_code={}", "0".repeat(65)).as_str(),
+            "dossier_code",
+        ),
+        ("/v1/handoffs?request_id=HG%202026", "request_id"),
+        ("/v1/handoffs?dossier_code=D&request_id=", "request_id"),
+        ("/v1/handoffs?dossier_code=", "dossier_code"),
+        (
+            format!("/v1/handoffs?request_id={}", "a".repeat(65)).as_str(),
+            "request_id",
+        ),
     ] {
         let r = app.get(path, TOKEN).await;
         assert_eq!(r.status(), 422, "{path}");

@@ -97,7 +97,11 @@ impl TestDatabase {
                         "PostgreSQL at {server} is unreachable ({why}) and BCCI_TEST_REQUIRE_POSTGRES=1"
                     );
                 }
-                eprintln!(
+                // Written to the stderr handle itself, which the test
+                // harness does not capture: the notice shows in `cargo test`.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
                     "\n!!!! SKIPPED: PostgreSQL at {server} is unreachable ({why}); \
                      this PostgreSQL test did not run. Set BCCI_TEST_POSTGRES_URL, or \
                      BCCI_TEST_REQUIRE_POSTGRES=1 to fail instead of skipping. !!!!\n"

@@ -4,7 +4,7 @@
 //! module holds the HTTP calls, the token and the metrics.
 
 mod address_map;
-mod wire;
+pub mod wire;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -404,7 +404,7 @@ fn log_failure<T>(op: Op, result: &Result<T, CallFailure>) {
 }
 
 /// The token of a login answer, as a sensitive header value.
-fn token_answer(value: &Value) -> Result<HeaderValue, CallFailure> {
+pub fn token_answer(value: &Value) -> Result<HeaderValue, CallFailure> {
     let token = value
         .get("token")
         .and_then(Value::as_str)

@@ -1337,6 +1337,23 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn release_leases(&self, owners: &[&str]) -> Result<u64, StoreError> {
+        let mut released = 0;
+        for owner in owners {
+            for table in ["postal_jobs", "callbacks"] {
+                let sql = format!(
+                    "UPDATE {table} SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = $1"
+                );
+                released += sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(*owner)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+            }
+        }
+        Ok(released)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
