@@ -1,5 +1,6 @@
 //! Vietnam Post's status events in, signed and ordered callbacks out.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -18,27 +19,6 @@ use bcci_gateway::intake::auth::token_sha256_hex;
 use bcci_gateway::sim::{Faults, SimConfig, Simulator};
 use common::{Backend, TestStore};
 use serde_json::{Value, json};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhooks_and_a_flaky_receiver,

@@ -1,6 +1,7 @@
 //! The dispatcher against a stateful fake Vietnam Post (wiremock) that
 //! injects 5xx, 429, answers lost after a create, and token expiry.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -18,27 +19,6 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     two_hundred_handoffs_through_faults_get_exactly_one_order_each,

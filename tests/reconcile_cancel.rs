@@ -1,5 +1,6 @@
 //! Reconciliation when webhooks go missing, and every branch of cancel.
 
+#[macro_use]
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
@@ -13,27 +14,6 @@ use bcci_gateway::sim::{Faults, SimConfig, SimHandle, Simulator};
 use bcci_gateway::store::SharedStore;
 use common::{Backend, TestStore};
 use serde_json::{Value, json};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     with_webhooks_off_reconciliation_alone_brings_fifty_handoffs_to_their_final_statuses,

@@ -11,6 +11,30 @@
 
 use std::time::Duration;
 
+/// For each named `async fn name(backend: Backend)` of the test file, one
+/// test on SQLite (`sqlite::name`) and one on PostgreSQL (`postgres::name`).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
