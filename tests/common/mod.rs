@@ -58,9 +58,8 @@ pub enum Backend {
 /// A store location for one test, removed when dropped.
 pub struct TestStore {
     pub url: String,
-    pub backend: Backend,
     _dir: Option<tempfile::TempDir>,
-    database: Option<TestDatabase>,
+    _database: Option<TestDatabase>,
 }
 
 impl TestStore {
@@ -72,26 +71,19 @@ impl TestStore {
                 let dir = tempfile::tempdir().unwrap();
                 Some(TestStore {
                     url: format!("sqlite://{}", dir.path().join("bcci.db").display()),
-                    backend,
                     _dir: Some(dir),
-                    database: None,
+                    _database: None,
                 })
             }
             Backend::Postgres => {
                 let database = TestDatabase::create().await?;
                 Some(TestStore {
                     url: database.url.clone(),
-                    backend,
                     _dir: None,
-                    database: Some(database),
+                    _database: Some(database),
                 })
             }
         }
-    }
-
-    /// The test database's name (PostgreSQL only).
-    pub fn database_name(&self) -> Option<&str> {
-        self.database.as_ref().map(|d| d.name.as_str())
     }
 }
 

@@ -135,8 +135,8 @@ async fn read_callback(
 }
 
 /// Puts dead callbacks (one, or all) back to pending with a fresh retry
-/// budget, exactly as `Store::replay_dead_callbacks` does, inside `tx`.
-async fn requeue_dead(
+/// budget, inside `tx` (also `Store::replay_dead_callbacks`).
+pub(super) async fn requeue_dead(
     tx: &mut sqlx::PgConnection,
     id: Option<&str>,
     now: Timestamp,

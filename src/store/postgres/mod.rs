@@ -81,12 +81,12 @@ fn lease_end(now: jiff::Timestamp, left_ms: i64) -> Result<jiff::Timestamp, Stor
 /// Locks a handoff's row for the rest of the transaction: every transaction
 /// that changes a handoff takes this lock first, in the same order (handoff,
 /// then its jobs and callbacks), so they cannot deadlock.
-async fn lock_handoff(tx: &mut sqlx::PgConnection, id: &str) -> Result<bool, StoreError> {
-    let found = sqlx::query("SELECT 1 FROM handoffs WHERE id = $1 FOR UPDATE")
+async fn lock_handoff(tx: &mut sqlx::PgConnection, id: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1 FROM handoffs WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-    Ok(found.is_some())
+    Ok(())
 }
 
 /// Records `change` for the handoff (already updated in `tx`): a timeline
@@ -539,13 +539,20 @@ async fn stop_create_job(
     Ok(())
 }
 
-/// Depth, oldest age and dead letters of a queue, from a query naming them.
+/// Depth, oldest age and dead letters of a queue table.
 async fn queue_stats(
     pool: &PgPool,
-    sql: &'static str,
+    table: &'static str,
     now: jiff::Timestamp,
 ) -> Result<QueueStats, StoreError> {
-    let row = sqlx::query(sql).fetch_one(pool).await?;
+    let sql = format!(
+        "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS depth, \
+         MIN(created_at) FILTER (WHERE state = 'pending') AS oldest, \
+         COUNT(*) FILTER (WHERE state = 'dead') AS dead FROM {table}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_one(pool)
+        .await?;
     let oldest: Option<i64> = row.try_get("oldest")?;
     Ok(QueueStats {
         depth: row.try_get::<i64, _>("depth")? as u64,
@@ -1128,14 +1135,7 @@ impl Store for PostgresStore {
     }
 
     async fn postal_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
-        queue_stats(
-            &self.pool,
-            "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS depth, \
-             MIN(created_at) FILTER (WHERE state = 'pending') AS oldest, \
-             COUNT(*) FILTER (WHERE state = 'dead') AS dead FROM postal_jobs",
-            now,
-        )
-        .await
+        queue_stats(&self.pool, "postal_jobs", now).await
     }
 
     #[tracing::instrument(skip_all, fields(events = events.len()))]
@@ -1293,27 +1293,12 @@ impl Store for PostgresStore {
         id: Option<&str>,
         now: jiff::Timestamp,
     ) -> Result<u64, StoreError> {
-        let n = sqlx::query(
-            "UPDATE callbacks SET state = 'pending', attempts = 0, next_attempt_at = $1, head_since = $1, \
-             lease_owner = NULL, lease_expires_at = NULL WHERE state = 'dead' AND ($2 IS NULL OR id = $2)",
-        )
-        .bind(ms(now))
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n)
+        let mut conn = self.pool.acquire().await?;
+        admin::requeue_dead(&mut conn, id, now).await
     }
 
     async fn callback_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
-        queue_stats(
-            &self.pool,
-            "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS depth, \
-             MIN(created_at) FILTER (WHERE state = 'pending') AS oldest, \
-             COUNT(*) FILTER (WHERE state = 'dead') AS dead FROM callbacks",
-            now,
-        )
-        .await
+        queue_stats(&self.pool, "callbacks", now).await
     }
 
     async fn callbacks_of(
