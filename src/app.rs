@@ -54,10 +54,6 @@ impl Default for Options {
     }
 }
 
-/// Concurrent postal calls per process.
-const POSTAL_WORKERS: usize = 8;
-/// Concurrent callback deliveries per process.
-const CALLBACK_WORKERS: usize = 8;
 /// How often idle workers look for due jobs.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -255,14 +251,14 @@ impl Application {
         )
         .with_graceful_shutdown(stop_serving(lc.clone(), window));
         let workers = if self.run_workers {
-            let dispatch = self
-                .dispatcher
-                .clone()
-                .run(lc.clone(), POSTAL_WORKERS, POLL_INTERVAL);
+            let dispatch =
+                self.dispatcher
+                    .clone()
+                    .run(lc.clone(), crate::dispatch::WORKERS, POLL_INTERVAL);
             let relay = self
                 .relay
                 .clone()
-                .run(lc.clone(), CALLBACK_WORKERS, POLL_INTERVAL);
+                .run(lc.clone(), crate::relay::WORKERS, POLL_INTERVAL);
             let gauges = export_store_gauges(
                 self.store.clone(),
                 self.metrics.clone(),

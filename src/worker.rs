@@ -13,6 +13,20 @@ pub enum Executed {
     Idle,
 }
 
+/// The first error of a batch's jobs, once all have run; the others are
+/// logged, so none goes unseen.
+pub fn first_error(name: &'static str, results: Vec<anyhow::Result<()>>) -> anyhow::Result<()> {
+    let mut first = None;
+    for e in results.into_iter().filter_map(Result::err) {
+        if first.is_some() {
+            tracing::warn!(worker = name, error = %e, "job failed");
+        } else {
+            first = Some(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
 /// Runs `workers` concurrent loops of `step` until the lifecycle drains; a
 /// loop finishes the step it is in before it stops.
 pub async fn run_loops<F, Fut>(

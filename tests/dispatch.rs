@@ -26,6 +26,7 @@ on_both_backends!(
     the_breaker_opens_on_consecutive_failures_and_closes_after_a_good_probe,
     a_refusal_after_an_ambiguous_attempt_is_confirmed_by_a_lookup_that_adopts_the_order,
     a_reset_after_the_request_was_sent_is_followed_by_a_lookup_that_finds_the_order,
+    one_step_of_a_worker_claims_a_batch_of_jobs_and_carries_out_every_one,
 );
 
 const TOKEN: &str = "dispatch-test-token";
@@ -528,9 +529,14 @@ async fn the_breaker_opens_on_consecutive_failures_and_closes_after_a_good_probe
             .find(|l| l.starts_with("bcci_circuit_open{upstream=\"postal\"}"))
             .map(|l| l.rsplit(' ').next().unwrap().to_owned())
     };
-    // Three ambiguous failures open it; the dispatcher then stops calling.
+    // Three ambiguous failures open it. The five jobs were claimed in one
+    // batch and their calls permitted together, before any failed; no call
+    // starts once it is open.
     let run = tokio::time::timeout(Duration::from_millis(200), h.dispatcher.run_until_idle()).await;
-    assert!(run.is_err() || h.fake.state.lock().unwrap().creates.len() <= 4);
+    assert!(
+        run.is_err(),
+        "the dispatcher waits while the breaker is open"
+    );
     let text = reqwest::get(&h.metrics_url)
         .await
         .unwrap()
@@ -538,9 +544,16 @@ async fn the_breaker_opens_on_consecutive_failures_and_closes_after_a_good_probe
         .await
         .unwrap();
     assert_eq!(metric(&text).as_deref(), Some("1"), "{text}");
+    let made = h.fake.state.lock().unwrap().creates.len();
+    assert_eq!(
+        made, 5,
+        "one batch of calls, all permitted before the first failure"
+    );
+    let run = tokio::time::timeout(Duration::from_millis(50), h.dispatcher.run_until_idle()).await;
+    assert!(run.is_err(), "still waiting while open");
     assert_eq!(
         h.fake.state.lock().unwrap().creates.len(),
-        3,
+        made,
         "no calls while open"
     );
     // Vietnam Post recovers: the half-open probe succeeds and the breaker closes.
@@ -722,5 +735,28 @@ async fn a_reset_after_the_request_was_sent_is_followed_by_a_lookup_that_finds_t
         *creates.lock().unwrap(),
         1,
         "the lookup found the order: no second create"
+    );
+}
+
+async fn one_step_of_a_worker_claims_a_batch_of_jobs_and_carries_out_every_one(backend: Backend) {
+    let Some(h) = harness(backend, vec![], BreakerSettings::default()).await else {
+        return;
+    };
+    let ids = h.submit(11).await;
+    // One claim takes a batch of 8 (the rate limit allows the largest), and
+    // every job of it gets its order before the step returns.
+    let step = h.dispatcher.try_execute().await.unwrap();
+    assert_eq!(step, bcci_gateway::dispatch::Executed::Worked);
+    assert_eq!(h.fake.state.lock().unwrap().orders.len(), 8);
+    assert_eq!(h.app_store.count_pending_postal_jobs().await.unwrap(), 3);
+    h.dispatcher.try_execute().await.unwrap();
+    assert_eq!(h.fake.state.lock().unwrap().orders.len(), 11);
+    for id in &ids {
+        let status = h.app_store.handoff(None, id).await.unwrap().unwrap().status;
+        assert_eq!(status, Status::OrderCreated);
+    }
+    assert_eq!(
+        h.dispatcher.try_execute().await.unwrap(),
+        bcci_gateway::dispatch::Executed::Idle
     );
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use jiff::SignedDuration;
 
 use crate::carrier::{CallFailure, CancelAnswer, Carrier, CarrierOrder, OrderRequest};
@@ -22,6 +23,26 @@ use crate::telemetry::Metrics;
 pub use crate::worker::Executed;
 use guard::{CallResult, Permit, PostalGuard};
 use plan::{JobView, Observation, Plan, Rules};
+
+/// Concurrent worker loops per process.
+pub const WORKERS: usize = 8;
+/// Most jobs a worker claims at once.
+const MAX_BATCH: u32 = 8;
+
+/// How many jobs a worker claims at once: as many as the rate limit lets the
+/// process call within half of what a lease leaves after one call timeout,
+/// shared among `workers`, between 1 and `MAX_BATCH`. A batch larger than
+/// that would see its last leases run down while its calls wait their turn.
+pub fn claim_batch(
+    requests_per_second: u32,
+    lease: Duration,
+    call_timeout: Duration,
+    workers: usize,
+) -> u32 {
+    let spare_s = lease.saturating_sub(call_timeout).as_secs_f64() / 2.0;
+    let calls = f64::from(requests_per_second) * spare_s / workers.max(1) as f64;
+    (calls.floor() as u32).clamp(1, MAX_BATCH)
+}
 
 /// Where a client's orders go and how its callbacks are written.
 #[derive(Debug, Clone)]
@@ -41,6 +62,8 @@ pub struct Dispatcher {
     rules: Rules,
     lease: Duration,
     call_timeout: Duration,
+    /// Jobs claimed at once (see [`claim_batch`]).
+    batch: u32,
     clients: HashMap<String, ClientRoute>,
     default_customer_code: String,
     default_service_code: String,
@@ -93,6 +116,12 @@ impl Dispatcher {
             },
             lease: Duration::from_secs(settings.store.lease_s),
             call_timeout: settings.postal_timeout(),
+            batch: claim_batch(
+                settings.postal.max_requests_per_second,
+                Duration::from_secs(settings.store.lease_s),
+                settings.postal_timeout(),
+                WORKERS,
+            ),
             clients,
             default_customer_code: settings.postal.customer_code.clone(),
             default_service_code: settings.postal.default_service_code.clone(),
@@ -105,7 +134,8 @@ impl Dispatcher {
         &self.owner
     }
 
-    /// Claims one due job and carries it out.
+    /// Claims a batch of due jobs in one transaction and carries them out
+    /// concurrently; their writes share commits (see the store).
     pub async fn try_execute(&self) -> anyhow::Result<Executed> {
         // Wait out a pause or an open breaker before claiming, so no lease
         // runs down while Vietnam Post cannot be called; a drain ends the wait.
@@ -116,17 +146,22 @@ impl Dispatcher {
         let now = self.clock.now();
         let jobs = self
             .store
-            .claim_postal_jobs(&self.owner, now, self.lease, 1)
+            .claim_postal_jobs(&self.owner, now, self.lease, self.batch)
             .await?;
-        let Some(job) = jobs.into_iter().next() else {
+        if jobs.is_empty() {
             return Ok(Executed::Idle);
-        };
-        match job.operation {
-            PostalOperation::Create => self.create(job).await?,
-            PostalOperation::CancelDuplicate => self.cancel_duplicate(job).await?,
-            PostalOperation::Cancel => self.cancel(job).await?,
         }
+        let results = join_all(jobs.into_iter().map(|job| self.execute(job))).await;
+        crate::worker::first_error("postal", results)?;
         Ok(Executed::Worked)
+    }
+
+    async fn execute(&self, job: PostalJob) -> anyhow::Result<()> {
+        match job.operation {
+            PostalOperation::Create => self.create(job).await,
+            PostalOperation::CancelDuplicate => self.cancel_duplicate(job).await,
+            PostalOperation::Cancel => self.cancel(job).await,
+        }
     }
 
     /// Works until no job is due (tests drive time themselves).
@@ -518,5 +553,24 @@ fn postal_order(o: &CarrierOrder) -> PostalOrder {
         original_id: o.original_id.clone(),
         tracking_number: o.tracking_number.clone(),
         postage_vnd: o.postage_vnd,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn a_claim_batch_fits_the_rate_limit_within_a_lease() {
+        // Defaults: 20 calls/s, 60 s lease, 10 s timeout, 8 workers.
+        assert_eq!(claim_batch(20, S(60), S(10), 8), MAX_BATCH);
+        // 2 calls/s: 25 s of spare lease lets the process make 50 calls,
+        // 6 for each of 8 workers.
+        assert_eq!(claim_batch(2, S(60), S(10), 8), 6);
+        // Never less than one job, whatever the limits.
+        assert_eq!(claim_batch(1, S(30), S(10), 8), 1);
+        assert_eq!(claim_batch(1, S(10), S(10), 8), 1);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use secrecy::ExposeSecret;
 
 use crate::clock::Clock;
@@ -18,6 +19,12 @@ use crate::telemetry::Metrics;
 use crate::telemetry::metrics::OutcomeLabels;
 pub use crate::worker::Executed;
 use signature::SigningKey;
+
+/// Concurrent worker loops per process.
+pub const WORKERS: usize = 8;
+/// Callbacks a worker claims at once (each the head of its handoff's queue,
+/// so never two of one handoff).
+const BATCH: u32 = 8;
 
 /// Where a client's callbacks go.
 #[derive(Debug, Clone)]
@@ -84,24 +91,32 @@ impl Relay {
         &self.owner
     }
 
-    /// Claims one deliverable callback and attempts it.
+    /// Claims a batch of deliverable callbacks in one transaction and
+    /// attempts them concurrently.
     pub async fn try_execute(&self) -> anyhow::Result<Executed> {
         let jobs = self
             .store
-            .claim_callbacks(&self.owner, self.clock.now(), self.lease, 1)
+            .claim_callbacks(&self.owner, self.clock.now(), self.lease, BATCH)
             .await?;
-        let Some(job) = jobs.into_iter().next() else {
+        if jobs.is_empty() {
             return Ok(Executed::Idle);
-        };
-        let outcome = self.deliver(&job).await;
+        }
+        let results = join_all(jobs.iter().map(|job| self.attempt(job))).await;
+        crate::worker::first_error("callback", results)?;
+        Ok(Executed::Worked)
+    }
+
+    /// Delivers one callback and commits the outcome.
+    async fn attempt(&self, job: &CallbackJob) -> anyhow::Result<()> {
+        let outcome = self.deliver(job).await;
         let held = self
             .store
-            .finish_callback(&job, &self.owner, self.clock.now(), outcome)
+            .finish_callback(job, &self.owner, self.clock.now(), outcome)
             .await?;
         if !held {
             tracing::warn!(handoff_id = %job.handoff_id, "callback lease lost; outcome not committed");
         }
-        Ok(Executed::Worked)
+        Ok(())
     }
 
     /// Works until no callback is deliverable now.

@@ -255,7 +255,7 @@ async fn read_existing(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::StoreSettings;
     use crate::domain::request::Origin;
@@ -280,7 +280,11 @@ mod tests {
         HandoffRequest::parse(&doc, Origin::Json, &rules).unwrap()
     }
 
-    fn new_handoff(n: u128, request_id: &str, dossier_code: &str) -> NewHandoff {
+    pub(in crate::store::sqlite) fn new_handoff(
+        n: u128,
+        request_id: &str,
+        dossier_code: &str,
+    ) -> NewHandoff {
         let request = request(request_id, dossier_code);
         let now = jiff::Timestamp::from_second(1_790_000_000).unwrap();
         NewHandoff {
@@ -302,7 +306,8 @@ mod tests {
     }
 
     /// A migrated store and a connection of the test's own to write groups on.
-    async fn store() -> (tempfile::TempDir, SqliteStore, SqliteConnection) {
+    pub(in crate::store::sqlite) async fn store()
+    -> (tempfile::TempDir, SqliteStore, SqliteConnection) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("bcci.db").display());
         let store = SqliteStore::open(&url, &StoreSettings::default())

@@ -4,6 +4,7 @@
 mod admin;
 mod checkpoint;
 mod group;
+mod worker_writes;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
-    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, Settlement, TimelineDraft,
-    handoff_from_row, opt_ms, parse, timeline_from_row,
+    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, TimelineDraft, handoff_from_row,
+    opt_ms, parse, timeline_from_row,
 };
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
@@ -28,7 +29,8 @@ use super::{
 use crate::config::StoreSettings;
 use crate::domain::callback::{BodyFormat, CallbackType};
 use crate::domain::state_machine::{self, MachineState, Relay, SeenEvent};
-use crate::domain::{CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
+use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
+use worker_writes::{FinishCallback, FinishPostal, StartAttempt, WorkerWrites, Write};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/sqlite");
 
@@ -37,6 +39,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Group commit of intake requests, on a connection of its own.
     intake: crate::store::group::IntakeQueue,
+    /// Group commit of the workers' writes, on the pool's connection.
+    writes: WorkerWrites,
     /// Stops the checkpoint task when the store goes.
     _checkpoints: tokio_util::sync::DropGuard,
     /// Held for the life of the store: the OS lock that keeps a second process out.
@@ -93,6 +97,7 @@ impl SqliteStore {
             checkpoints.clone(),
         );
         Ok(Self {
+            writes: WorkerWrites::start(pool.clone()),
             pool,
             intake,
             _checkpoints: checkpoints.drop_guard(),
@@ -955,7 +960,6 @@ impl Store for SqliteStore {
         Ok(jobs)
     }
 
-    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
     async fn start_postal_attempt(
         &self,
         job: &PostalJob,
@@ -963,28 +967,10 @@ impl Store for SqliteStore {
         now: jiff::Timestamp,
         must_remain: Duration,
     ) -> Result<bool, StoreError> {
-        let now_ms = ms(now);
-        let creates = job.operation == PostalOperation::Create
-            && matches!(job.step, CreateStep::Call | CreateStep::CallAfterLookup);
-        let updated = sqlx::query(
-            "UPDATE postal_jobs SET attempts = attempts + 1, \
-             first_attempt_at = COALESCE(first_attempt_at, ?1), \
-             first_create_at = CASE WHEN ?2 THEN COALESCE(first_create_at, ?1) ELSE first_create_at END, \
-             attempt_started_at = CASE WHEN ?2 THEN ?1 ELSE NULL END, updated_at = ?1 \
-             WHERE id = ?3 AND lease_owner = ?4 AND lease_expires_at >= ?5",
-        )
-        .bind(now_ms)
-        .bind(creates)
-        .bind(job.id)
-        .bind(owner)
-        .bind(now_ms.saturating_add(i64::try_from(must_remain.as_millis()).unwrap_or(i64::MAX)))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        let write = StartAttempt::new(job, owner, now, must_remain);
+        self.writes.commit(Write::Start(write)).await
     }
 
-    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
     async fn finish_postal_job(
         &self,
         job: &PostalJob,
@@ -992,180 +978,8 @@ impl Store for SqliteStore {
         now: jiff::Timestamp,
         outcome: PostalOutcome,
     ) -> Result<bool, StoreError> {
-        let now_ms = ms(now);
-        let mut tx = self.pool.begin().await?;
-        let settled = Settlement::of(job, &outcome, now);
-        let state = settled.state;
-        let held = sqlx::query(
-            "UPDATE postal_jobs SET state = ?1, next_step = ?2, next_attempt_at = ?3, refusal = ?4, \
-             last_error = COALESCE(?5, last_error), attempt_started_at = NULL, lease_owner = NULL, \
-             lease_expires_at = NULL, updated_at = ?6 \
-             WHERE id = ?7 AND lease_owner = ?8 AND lease_expires_at > ?6",
-        )
-        .bind(state)
-        .bind(settled.step.as_str())
-        .bind(settled.next_attempt_at)
-        .bind(settled.refusal)
-        .bind(settled.last_error)
-        .bind(now_ms)
-        .bind(job.id)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if held != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        let id = &job.handoff.id;
-        match outcome {
-            PostalOutcome::Adopt {
-                order,
-                duplicates,
-                format,
-            } => {
-                sqlx::query(
-                    "UPDATE handoffs SET tracking_number = ?, carrier_order_id = ?, carrier_original_id = ?, \
-                     postage_vnd = ?, order_created_at = ? WHERE id = ? AND status IN ('received', 'failed')",
-                )
-                .bind(order.tracking_number.as_deref())
-                .bind(&order.order_id)
-                .bind(&order.original_id)
-                .bind(order.postage_vnd)
-                .bind(now_ms)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-                if let Some(previous) =
-                    move_handoff(&mut tx, id, AWAITING_ORDER, Status::OrderCreated, None, now)
-                        .await?
-                {
-                    let change = Change {
-                        status: Status::OrderCreated,
-                        source: Source::Gateway,
-                        occurred_at: now,
-                        reason: None,
-                        relay: Some((CallbackType::StatusChanged, format)),
-                    };
-                    record_change(&mut tx, id, previous, change, now).await?;
-                }
-                for original_id in duplicates {
-                    sqlx::query(
-                        "INSERT INTO postal_jobs (handoff_id, operation, target, state, next_attempt_at, \
-                         created_at, updated_at) VALUES (?, 'cancel_duplicate', ?, 'pending', ?, ?, ?) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(id.as_str())
-                    .bind(original_id)
-                    .bind(now_ms)
-                    .bind(now_ms)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            PostalOutcome::Reject { reason, format } | PostalOutcome::Fail { reason, format } => {
-                let to = if state == "dead" {
-                    Status::Failed
-                } else {
-                    Status::Rejected
-                };
-                if let Some(previous) =
-                    move_handoff(&mut tx, id, &[Status::Received], to, Some(&reason), now).await?
-                {
-                    let change = Change {
-                        status: to,
-                        source: Source::Gateway,
-                        occurred_at: now,
-                        reason: Some(&reason),
-                        relay: Some((CallbackType::StatusChanged, format)),
-                    };
-                    record_change(&mut tx, id, previous, change, now).await?;
-                }
-            }
-            PostalOutcome::Cancelled { order, format } => {
-                if let Some(order) = &order {
-                    record_order(&mut tx, id, order, now).await?;
-                }
-                stop_create_job(&mut tx, id, now).await?;
-                let from = [
-                    Status::Received,
-                    Status::Failed,
-                    Status::OrderCreated,
-                    Status::PickingUp,
-                    Status::PickupAttemptFailed,
-                ];
-                if let Some(previous) =
-                    move_handoff(&mut tx, id, &from, Status::Cancelled, None, now).await?
-                {
-                    let change = Change {
-                        status: Status::Cancelled,
-                        source: Source::Gateway,
-                        occurred_at: now,
-                        reason: None,
-                        relay: Some((CallbackType::StatusChanged, format)),
-                    };
-                    record_change(&mut tx, id, previous, change, now).await?;
-                }
-            }
-            PostalOutcome::CancelPending { case_id, order } => {
-                if let Some(order) = &order {
-                    record_order(&mut tx, id, order, now).await?;
-                }
-                let reason = match &case_id {
-                    Some(c) => format!("cancel pending Vietnam Post's approval (CaseId {c})"),
-                    None => "cancel pending Vietnam Post's approval".to_owned(),
-                };
-                let entry = TimelineDraft {
-                    source: Source::Gateway,
-                    status: None,
-                    effect: Effect::Annotation,
-                    sequence: None,
-                    occurred_at: now,
-                    carrier: None,
-                    reason: Some(&reason),
-                    raw: None,
-                };
-                insert_timeline(&mut tx, id, &entry, now).await?;
-            }
-            PostalOutcome::CancelRefused {
-                reason,
-                order,
-                format,
-            } => {
-                if let Some(order) = &order {
-                    record_order(&mut tx, id, order, now).await?;
-                }
-                let status: String = sqlx::query_scalar("SELECT status FROM handoffs WHERE id = ?")
-                    .bind(id.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let status: Status = parse("status", &status)?;
-                let draft = CallbackDraft {
-                    event_type: CallbackType::CancelRefused,
-                    status,
-                    previous: status,
-                    reason: Some(&reason),
-                    carrier: None,
-                    occurred_at: now,
-                };
-                let sequence = queue_callback(&mut tx, id, &draft, format, now).await?;
-                let entry = TimelineDraft {
-                    source: Source::Gateway,
-                    status: Some(status),
-                    effect: Effect::Annotation,
-                    sequence: Some(sequence),
-                    occurred_at: now,
-                    carrier: None,
-                    reason: Some(&reason),
-                    raw: None,
-                };
-                insert_timeline(&mut tx, id, &entry, now).await?;
-            }
-            PostalOutcome::Reschedule { .. } | PostalOutcome::Complete { .. } => {}
-        }
-        tx.commit().await?;
-        Ok(true)
+        let write = FinishPostal::new(job, owner, now, outcome);
+        self.writes.commit(Write::FinishPostal(write)).await
     }
 
     async fn postal_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
@@ -1253,7 +1067,6 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff_id))]
     async fn finish_callback(
         &self,
         job: &CallbackJob,
@@ -1261,50 +1074,8 @@ impl Store for SqliteStore {
         now: jiff::Timestamp,
         outcome: CallbackOutcome,
     ) -> Result<bool, StoreError> {
-        let now_ms = ms(now);
-        let (state, at, status, error) = match &outcome {
-            CallbackOutcome::Delivered => ("delivered", now_ms, None, None),
-            CallbackOutcome::Retry { at, status, error } => {
-                ("pending", ms(*at), *status, Some(error.as_str()))
-            }
-            CallbackOutcome::Dead { status, error } => {
-                ("dead", now_ms, *status, Some(error.as_str()))
-            }
-        };
-        let mut tx = self.pool.begin().await?;
-        let held = sqlx::query(
-            "UPDATE callbacks SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1, \
-             last_status = COALESCE(?3, last_status), last_error = ?4, lease_owner = NULL, lease_expires_at = NULL, \
-             delivered_at = CASE WHEN ?1 = 'delivered' THEN ?5 ELSE NULL END \
-             WHERE id = ?6 AND lease_owner = ?7 AND lease_expires_at > ?5",
-        )
-        .bind(state)
-        .bind(at)
-        .bind(status.map(i64::from))
-        .bind(error)
-        .bind(now_ms)
-        .bind(&job.id)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if held != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        if outcome == CallbackOutcome::Delivered {
-            // The next callback reaches the head now: its deadline starts.
-            sqlx::query(
-                "UPDATE callbacks SET head_since = ? WHERE handoff_id = ? AND sequence = ? AND state = 'pending'",
-            )
-            .bind(now_ms)
-            .bind(job.handoff_id.as_str())
-            .bind(job.sequence as i64 + 1)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let write = FinishCallback::new(job, owner, now, outcome);
+        self.writes.commit(Write::FinishCallback(write)).await
     }
 
     async fn replay_dead_callbacks(

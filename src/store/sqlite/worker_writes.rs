@@ -1,0 +1,596 @@
+//! Group commit of the workers' writes on SQLite: the start of a postal
+//! attempt, a postal job's outcome, a callback's outcome.
+//!
+//! Workers claim jobs in batches and work them concurrently, so their writes
+//! arrive together. One task writes whatever is queued when its previous
+//! commit ends in one transaction on the store's connection (no timer: a
+//! lone write waits for nothing) and answers each write only after that
+//! commit. One commit, and one WAL fsync, then serves many jobs instead of
+//! one. A write that fails rolls its group back, and the group is written
+//! again one write per transaction, so one failure fails that write alone.
+//! A write that finds its lease lost changes nothing and answers `false`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    insert_timeline, move_handoff, queue_callback, record_change, record_order, stop_create_job,
+};
+use crate::domain::CreateStep;
+use crate::domain::callback::CallbackType;
+use crate::domain::{Effect, HandoffId, Source, Status};
+use crate::store::shared::parse;
+use crate::store::shared::{AWAITING_ORDER, CallbackDraft, Change, Settlement, TimelineDraft};
+use crate::store::{
+    CallbackJob, CallbackOutcome, PostalJob, PostalOperation, PostalOutcome, StoreError, ms,
+};
+
+/// Most writes one transaction carries.
+const MAX_GROUP: usize = 256;
+/// Writes waiting for the writer before callers wait to queue.
+const QUEUE: usize = 1024;
+
+/// The start of a postal call, committed before the call is made.
+pub(super) struct StartAttempt {
+    job_id: i64,
+    /// A create call: its start stays marked until its outcome is committed.
+    creates: bool,
+    owner: String,
+    now_ms: i64,
+    /// The lease must last at least until then.
+    until_ms: i64,
+}
+
+impl StartAttempt {
+    pub(super) fn new(
+        job: &PostalJob,
+        owner: &str,
+        now: jiff::Timestamp,
+        must_remain: std::time::Duration,
+    ) -> Self {
+        let now_ms = ms(now);
+        Self {
+            job_id: job.id,
+            creates: job.operation == PostalOperation::Create
+                && matches!(job.step, CreateStep::Call | CreateStep::CallAfterLookup),
+            owner: owner.to_owned(),
+            now_ms,
+            until_ms: now_ms
+                .saturating_add(i64::try_from(must_remain.as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+/// A postal job's outcome with its effects.
+pub(super) struct FinishPostal {
+    job_id: i64,
+    handoff_id: HandoffId,
+    owner: String,
+    now: jiff::Timestamp,
+    settled: Settlement,
+    outcome: PostalOutcome,
+}
+
+impl FinishPostal {
+    pub(super) fn new(
+        job: &PostalJob,
+        owner: &str,
+        now: jiff::Timestamp,
+        outcome: PostalOutcome,
+    ) -> Self {
+        Self {
+            job_id: job.id,
+            handoff_id: job.handoff.id.clone(),
+            owner: owner.to_owned(),
+            now,
+            settled: Settlement::of(job, &outcome, now),
+            outcome,
+        }
+    }
+}
+
+/// A delivery attempt's outcome.
+pub(super) struct FinishCallback {
+    id: String,
+    handoff_id: HandoffId,
+    sequence: u64,
+    owner: String,
+    now: jiff::Timestamp,
+    outcome: CallbackOutcome,
+}
+
+impl FinishCallback {
+    pub(super) fn new(
+        job: &CallbackJob,
+        owner: &str,
+        now: jiff::Timestamp,
+        outcome: CallbackOutcome,
+    ) -> Self {
+        Self {
+            id: job.id.clone(),
+            handoff_id: job.handoff_id.clone(),
+            sequence: job.sequence,
+            owner: owner.to_owned(),
+            now,
+            outcome,
+        }
+    }
+}
+
+/// One write of a worker.
+pub(super) enum Write {
+    Start(StartAttempt),
+    FinishPostal(FinishPostal),
+    FinishCallback(FinishCallback),
+}
+
+struct Queued {
+    write: Write,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// The queue of the workers' writer.
+pub(super) struct WorkerWrites {
+    queue: mpsc::Sender<Queued>,
+    /// Transactions committed (tests check that writes share them).
+    #[cfg(test)]
+    commits: Arc<AtomicU64>,
+}
+
+impl WorkerWrites {
+    /// Starts the writer's task on `pool`; it ends once the queue is dropped
+    /// and empty.
+    pub(super) fn start(pool: SqlitePool) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(pool, rx, commits.clone()));
+        Self {
+            queue,
+            #[cfg(test)]
+            commits,
+        }
+    }
+
+    /// Commits `write` in the next group; true when its lease was held.
+    pub(super) async fn commit(&self, write: Write) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Queued { write, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::WorkerCrashed))?
+    }
+
+    /// Transactions committed so far.
+    #[cfg(test)]
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+}
+
+async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Queued>, commits: Arc<AtomicU64>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let answers = match together(&pool, &group).await {
+            Ok(held) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(size = held.len(), "worker writes committed");
+                held.into_iter().map(Ok).collect()
+            }
+            Err(e) if group.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::warn!(error = %e, size = group.len(), "worker writes committed one by one");
+                let mut answers = Vec::with_capacity(group.len());
+                for q in &group {
+                    let answer = alone(&pool, &q.write).await;
+                    if answer.is_ok() {
+                        commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    answers.push(answer);
+                }
+                answers
+            }
+        };
+        for (q, answer) in group.drain(..).zip(answers) {
+            // A worker that went away (a drain) still had its write committed.
+            let _ = q.reply.send(answer);
+        }
+    }
+}
+
+/// The whole group in one transaction.
+async fn together(pool: &SqlitePool, group: &[Queued]) -> Result<Vec<bool>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut held = Vec::with_capacity(group.len());
+    for q in group {
+        held.push(apply(&mut tx, &q.write).await?);
+    }
+    tx.commit().await?;
+    Ok(held)
+}
+
+/// One write in a transaction of its own.
+async fn alone(pool: &SqlitePool, write: &Write) -> Result<bool, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let held = apply(&mut tx, write).await?;
+    tx.commit().await?;
+    Ok(held)
+}
+
+async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<bool, StoreError> {
+    match write {
+        Write::Start(w) => start_attempt(conn, w).await,
+        Write::FinishPostal(w) => finish_postal(conn, w).await,
+        Write::FinishCallback(w) => finish_callback(conn, w).await,
+    }
+}
+
+#[tracing::instrument(skip_all, fields(job_id = w.job_id))]
+async fn start_attempt(conn: &mut SqliteConnection, w: &StartAttempt) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE postal_jobs SET attempts = attempts + 1, \
+         first_attempt_at = COALESCE(first_attempt_at, ?1), \
+         first_create_at = CASE WHEN ?2 THEN COALESCE(first_create_at, ?1) ELSE first_create_at END, \
+         attempt_started_at = CASE WHEN ?2 THEN ?1 ELSE NULL END, updated_at = ?1 \
+         WHERE id = ?3 AND lease_owner = ?4 AND lease_expires_at >= ?5",
+    )
+    .bind(w.now_ms)
+    .bind(w.creates)
+    .bind(w.job_id)
+    .bind(&w.owner)
+    .bind(w.until_ms)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+#[tracing::instrument(skip_all, fields(handoff_id = %w.handoff_id))]
+async fn finish_postal(conn: &mut SqliteConnection, w: &FinishPostal) -> Result<bool, StoreError> {
+    let now_ms = ms(w.now);
+    let settled = &w.settled;
+    let state = settled.state;
+    let held = sqlx::query(
+        "UPDATE postal_jobs SET state = ?1, next_step = ?2, next_attempt_at = ?3, refusal = ?4, \
+         last_error = COALESCE(?5, last_error), attempt_started_at = NULL, lease_owner = NULL, \
+         lease_expires_at = NULL, updated_at = ?6 \
+         WHERE id = ?7 AND lease_owner = ?8 AND lease_expires_at > ?6",
+    )
+    .bind(state)
+    .bind(settled.step.as_str())
+    .bind(settled.next_attempt_at)
+    .bind(settled.refusal.as_deref())
+    .bind(settled.last_error.as_deref())
+    .bind(now_ms)
+    .bind(w.job_id)
+    .bind(&w.owner)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if held != 1 {
+        return Ok(false);
+    }
+    let id = &w.handoff_id;
+    let now = w.now;
+    match &w.outcome {
+        PostalOutcome::Adopt {
+            order,
+            duplicates,
+            format,
+        } => {
+            sqlx::query(
+                "UPDATE handoffs SET tracking_number = ?, carrier_order_id = ?, carrier_original_id = ?, \
+                 postage_vnd = ?, order_created_at = ? WHERE id = ? AND status IN ('received', 'failed')",
+            )
+            .bind(order.tracking_number.as_deref())
+            .bind(&order.order_id)
+            .bind(&order.original_id)
+            .bind(order.postage_vnd)
+            .bind(now_ms)
+            .bind(id.as_str())
+            .execute(&mut *conn)
+            .await?;
+            if let Some(previous) = move_handoff(
+                &mut *conn,
+                id,
+                AWAITING_ORDER,
+                Status::OrderCreated,
+                None,
+                now,
+            )
+            .await?
+            {
+                let change = Change {
+                    status: Status::OrderCreated,
+                    source: Source::Gateway,
+                    occurred_at: now,
+                    reason: None,
+                    relay: Some((CallbackType::StatusChanged, *format)),
+                };
+                record_change(&mut *conn, id, previous, change, now).await?;
+            }
+            for original_id in duplicates {
+                sqlx::query(
+                    "INSERT INTO postal_jobs (handoff_id, operation, target, state, next_attempt_at, \
+                     created_at, updated_at) VALUES (?, 'cancel_duplicate', ?, 'pending', ?, ?, ?) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id.as_str())
+                .bind(original_id)
+                .bind(now_ms)
+                .bind(now_ms)
+                .bind(now_ms)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        PostalOutcome::Reject { reason, format } | PostalOutcome::Fail { reason, format } => {
+            let to = if state == "dead" {
+                Status::Failed
+            } else {
+                Status::Rejected
+            };
+            if let Some(previous) =
+                move_handoff(&mut *conn, id, &[Status::Received], to, Some(&reason), now).await?
+            {
+                let change = Change {
+                    status: to,
+                    source: Source::Gateway,
+                    occurred_at: now,
+                    reason: Some(&reason),
+                    relay: Some((CallbackType::StatusChanged, *format)),
+                };
+                record_change(&mut *conn, id, previous, change, now).await?;
+            }
+        }
+        PostalOutcome::Cancelled { order, format } => {
+            if let Some(order) = &order {
+                record_order(&mut *conn, id, order, now).await?;
+            }
+            stop_create_job(&mut *conn, id, now).await?;
+            let from = [
+                Status::Received,
+                Status::Failed,
+                Status::OrderCreated,
+                Status::PickingUp,
+                Status::PickupAttemptFailed,
+            ];
+            if let Some(previous) =
+                move_handoff(&mut *conn, id, &from, Status::Cancelled, None, now).await?
+            {
+                let change = Change {
+                    status: Status::Cancelled,
+                    source: Source::Gateway,
+                    occurred_at: now,
+                    reason: None,
+                    relay: Some((CallbackType::StatusChanged, *format)),
+                };
+                record_change(&mut *conn, id, previous, change, now).await?;
+            }
+        }
+        PostalOutcome::CancelPending { case_id, order } => {
+            if let Some(order) = &order {
+                record_order(&mut *conn, id, order, now).await?;
+            }
+            let reason = match &case_id {
+                Some(c) => format!("cancel pending Vietnam Post's approval (CaseId {c})"),
+                None => "cancel pending Vietnam Post's approval".to_owned(),
+            };
+            let entry = TimelineDraft {
+                source: Source::Gateway,
+                status: None,
+                effect: Effect::Annotation,
+                sequence: None,
+                occurred_at: now,
+                carrier: None,
+                reason: Some(&reason),
+                raw: None,
+            };
+            insert_timeline(&mut *conn, id, &entry, now).await?;
+        }
+        PostalOutcome::CancelRefused {
+            reason,
+            order,
+            format,
+        } => {
+            if let Some(order) = &order {
+                record_order(&mut *conn, id, order, now).await?;
+            }
+            let status: String = sqlx::query_scalar("SELECT status FROM handoffs WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+            let status: Status = parse("status", &status)?;
+            let draft = CallbackDraft {
+                event_type: CallbackType::CancelRefused,
+                status,
+                previous: status,
+                reason: Some(&reason),
+                carrier: None,
+                occurred_at: now,
+            };
+            let sequence = queue_callback(&mut *conn, id, &draft, *format, now).await?;
+            let entry = TimelineDraft {
+                source: Source::Gateway,
+                status: Some(status),
+                effect: Effect::Annotation,
+                sequence: Some(sequence),
+                occurred_at: now,
+                carrier: None,
+                reason: Some(&reason),
+                raw: None,
+            };
+            insert_timeline(&mut *conn, id, &entry, now).await?;
+        }
+        PostalOutcome::Reschedule { .. } | PostalOutcome::Complete { .. } => {}
+    }
+    Ok(true)
+}
+
+#[tracing::instrument(skip_all, fields(handoff_id = %w.handoff_id, sequence = w.sequence))]
+async fn finish_callback(
+    conn: &mut SqliteConnection,
+    w: &FinishCallback,
+) -> Result<bool, StoreError> {
+    let now_ms = ms(w.now);
+    let (state, at, status, error) = match &w.outcome {
+        CallbackOutcome::Delivered => ("delivered", now_ms, None, None),
+        CallbackOutcome::Retry { at, status, error } => {
+            ("pending", ms(*at), *status, Some(error.as_str()))
+        }
+        CallbackOutcome::Dead { status, error } => ("dead", now_ms, *status, Some(error.as_str())),
+    };
+    let held = sqlx::query(
+        "UPDATE callbacks SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1, \
+         last_status = COALESCE(?3, last_status), last_error = ?4, lease_owner = NULL, lease_expires_at = NULL, \
+         delivered_at = CASE WHEN ?1 = 'delivered' THEN ?5 ELSE NULL END \
+         WHERE id = ?6 AND lease_owner = ?7 AND lease_expires_at > ?5",
+    )
+    .bind(state)
+    .bind(at)
+    .bind(status.map(i64::from))
+    .bind(error)
+    .bind(now_ms)
+    .bind(&w.id)
+    .bind(&w.owner)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if held != 1 {
+        return Ok(false);
+    }
+    if w.outcome == CallbackOutcome::Delivered {
+        // The next callback reaches the head now: its deadline starts.
+        sqlx::query(
+            "UPDATE callbacks SET head_since = ? WHERE handoff_id = ? AND sequence = ? AND state = 'pending'",
+        )
+        .bind(now_ms)
+        .bind(w.handoff_id.as_str())
+        .bind(w.sequence as i64 + 1)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::future::join_all;
+
+    use crate::domain::PostalOrder;
+    use crate::domain::callback::BodyFormat;
+    use crate::store::sqlite::group::tests::{new_handoff, store};
+    use crate::store::{PostalOutcome, Store};
+
+    const OWNER: &str = "test-worker";
+    const LEASE: Duration = Duration::from_secs(60);
+
+    fn order(n: usize) -> PostalOrder {
+        PostalOrder {
+            order_id: format!("ORDER-{n}"),
+            original_id: format!("ORIGINAL-{n}"),
+            tracking_number: Some(format!("EB{n:09}VN")),
+            postage_vnd: Some(22_000),
+        }
+    }
+
+    /// `n` handoffs whose create jobs are claimed, adopted concurrently, and
+    /// whose `order_created` callbacks are then claimed.
+    #[tokio::test]
+    async fn concurrent_outcomes_share_commits_and_one_failure_fails_alone() {
+        let (_dir, store, mut conn) = store().await;
+        let n = 24;
+        for i in 0..n {
+            let new = new_handoff(i as u128 + 1, &format!("R-{i}"), &format!("D-{i}"));
+            store.create_handoff(new).await.unwrap();
+        }
+        let now = jiff::Timestamp::from_second(1_790_000_100).unwrap();
+        let jobs = store
+            .claim_postal_jobs(OWNER, now, LEASE, n as u32)
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), n);
+
+        // Starts and outcomes arriving together are committed together.
+        let before = store.writes.commits();
+        let started = join_all(
+            jobs.iter()
+                .map(|job| store.start_postal_attempt(job, OWNER, now, Duration::from_secs(10))),
+        )
+        .await;
+        assert!(started.into_iter().all(|s| s.unwrap()));
+        let adopted = join_all(jobs.iter().enumerate().map(|(i, job)| {
+            let outcome = PostalOutcome::Adopt {
+                order: order(i),
+                duplicates: vec![],
+                format: BodyFormat::Json,
+            };
+            store.finish_postal_job(job, OWNER, now, outcome)
+        }))
+        .await;
+        assert!(adopted.into_iter().all(|held| held.unwrap()));
+        let commits = store.writes.commits() - before;
+        assert!(
+            commits <= 4,
+            "{} writes took {commits} commits; they were not grouped",
+            2 * n
+        );
+        for (i, job) in jobs.iter().enumerate() {
+            let h = store.handoff(None, &job.handoff.id).await.unwrap().unwrap();
+            assert_eq!(h.status, crate::domain::Status::OrderCreated);
+            assert_eq!(h.tracking_number, order(i).tracking_number);
+        }
+
+        // One callback's write fails inside a group; one worker lost its lease.
+        let callbacks = store
+            .claim_callbacks(OWNER, now, LEASE, n as u32)
+            .await
+            .unwrap();
+        assert_eq!(callbacks.len(), n);
+        let doomed = callbacks[5].id.clone();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TRIGGER doomed BEFORE UPDATE OF state ON callbacks WHEN NEW.id = '{doomed}' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let answers = join_all(callbacks.iter().enumerate().map(|(i, cb)| {
+            let owner = if i == 9 { "someone-else" } else { OWNER };
+            store.finish_callback(cb, owner, now, crate::store::CallbackOutcome::Delivered)
+        }))
+        .await;
+        for (i, answer) in answers.iter().enumerate() {
+            match i {
+                5 => assert!(answer.is_err(), "the doomed write: {answer:?}"),
+                9 => assert!(!answer.as_ref().unwrap(), "a lost lease commits nothing"),
+                _ => assert!(answer.as_ref().unwrap(), "write {i}: {answer:?}"),
+            }
+        }
+        let delivered: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM callbacks WHERE state = 'delivered'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(delivered, n as i64 - 2);
+        let (state, leased): (String, Option<String>) =
+            sqlx::query_as("SELECT state, lease_owner FROM callbacks WHERE id = ?")
+                .bind(&doomed)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            (state.as_str(), leased.as_deref()),
+            ("pending", Some(OWNER))
+        );
+    }
+}
