@@ -21,6 +21,16 @@ use crate::domain::{
 pub(super) const HANDOFF_COLUMNS: &str = "id, client, request_id, kind, dossier_code, agency_code, status, reason, \
      tracking_number, postage_vnd, cod_amount_vnd, cod_settled, created_at, updated_at, due_at, sla_due_at";
 
+/// Takes a handoff's next callback sequence (`next_sequence` in the result)
+/// and returns the handoff as it is in the transaction. The update locks the
+/// row on PostgreSQL, as `FOR UPDATE` would. Both backends take `$1`.
+pub(super) static TAKE_SEQUENCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE handoffs SET next_sequence = next_sequence + 1 WHERE id = $1 \
+         RETURNING {HANDOFF_COLUMNS}, next_sequence - 1 AS next_sequence"
+    )
+});
+
 /// Callbacks with `behind_dead`: a dead callback of the same handoff comes
 /// before it (a pending one is then held).
 pub(super) const CALLBACKS: &str = "(SELECT c.id, c.handoff_id, c.client, c.sequence, c.event_type, c.state, \

@@ -17,8 +17,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
-    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, Settlement, TimelineDraft,
-    handoff_from_row, opt_ms, parse, timeline_from_row,
+    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, Settlement, TAKE_SEQUENCE,
+    TimelineDraft, handoff_from_row, opt_ms, parse, timeline_from_row,
 };
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
@@ -134,9 +134,8 @@ async fn queue_callback(
     format: BodyFormat,
     now: jiff::Timestamp,
 ) -> Result<i64, StoreError> {
-    let sql =
-        format!("SELECT {HANDOFF_COLUMNS}, next_sequence FROM handoffs WHERE id = $1 FOR UPDATE");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    // Takes the sequence and reads the handoff in one statement.
+    let row = sqlx::query(sqlx::AssertSqlSafe(TAKE_SEQUENCE.as_str()))
         .bind(id.as_str())
         .fetch_one(&mut *tx)
         .await?;
@@ -159,10 +158,6 @@ async fn queue_callback(
     .bind(ms(now))
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE handoffs SET next_sequence = next_sequence + 1 WHERE id = $1")
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
     Ok(sequence)
 }
 

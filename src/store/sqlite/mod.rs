@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
-    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, TimelineDraft, handoff_from_row,
-    opt_ms, parse, timeline_from_row,
+    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, TAKE_SEQUENCE, TimelineDraft,
+    handoff_from_row, opt_ms, parse, timeline_from_row,
 };
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
@@ -172,21 +172,34 @@ async fn queue_callback(
     format: BodyFormat,
     now: jiff::Timestamp,
 ) -> Result<i64, StoreError> {
-    let sql = format!("SELECT {HANDOFF_COLUMNS}, next_sequence FROM handoffs WHERE id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    // Takes the sequence and reads the handoff in one statement.
+    let row = sqlx::query(sqlx::AssertSqlSafe(TAKE_SEQUENCE.as_str()))
         .bind(id.as_str())
         .fetch_one(&mut *tx)
         .await?;
     let handoff = handoff_from_row(&row)?;
     let sequence: i64 = row.try_get("next_sequence")?;
-    let event = draft.event(&handoff, sequence);
+    insert_callback(tx, &handoff, sequence, draft, format, now).await?;
+    Ok(sequence)
+}
+
+/// Queues the callback with `sequence`, its body fixed now from `handoff`.
+async fn insert_callback(
+    tx: &mut sqlx::SqliteConnection,
+    handoff: &Handoff,
+    sequence: i64,
+    draft: &CallbackDraft<'_>,
+    format: BodyFormat,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    let event = draft.event(handoff, sequence);
     let (body, content_type) = event.render(format);
     sqlx::query(
         "INSERT INTO callbacks (id, handoff_id, client, sequence, event_type, body, content_type, \
          state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
     )
     .bind(format!("msg_{}", ulid::Ulid::new()))
-    .bind(id.as_str())
+    .bind(handoff.id.as_str())
     .bind(&handoff.client)
     .bind(sequence)
     .bind(draft.event_type.as_str())
@@ -196,11 +209,7 @@ async fn queue_callback(
     .bind(ms(now))
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE handoffs SET next_sequence = next_sequence + 1 WHERE id = ?")
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-    Ok(sequence)
+    Ok(())
 }
 
 async fn insert_timeline(
@@ -267,6 +276,52 @@ async fn move_handoff(
     Ok(Some(current))
 }
 
+/// The handoffs of claimed postal jobs (ids in a JSON array), with what a
+/// job needs to know of the handoff's create job.
+/// `+j.state`: without it SQLite searched the subquery through
+/// postal_jobs_due (every pending job) instead of the handoff's own jobs, so
+/// each claim cost O(backlog) (docs/benchmarks.md).
+static CLAIMED_HANDOFFS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {HANDOFF_COLUMNS}, details, carrier_original_id, \
+         (SELECT first_create_at FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create') AS create_started_at, \
+         (SELECT COUNT(*) FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create' \
+            AND +j.state = 'pending' AND j.lease_expires_at > ?2) AS create_in_flight \
+         FROM handoffs WHERE id IN (SELECT value FROM json_each(?1))"
+    )
+});
+
+/// Records a carrier event on its handoff and takes `?14` callback sequences
+/// (the first in `next_sequence`), returning the handoff as updated.
+static APPLY_EVENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE handoffs SET status = ?1, watermark_at = ?2, watermark_rank = ?3, cod_settled = ?4, \
+         cod_held = ?5, last_carrier_event_at = ?6, updated_at = CASE WHEN ?7 THEN ?6 ELSE updated_at END, \
+         picked_up_at = CASE WHEN ?8 AND picked_up_at IS NULL THEN ?9 ELSE picked_up_at END, \
+         delivered_at = CASE WHEN ?1 = 'delivered' AND delivered_at IS NULL THEN ?9 ELSE delivered_at END, \
+         terminal_at = CASE WHEN ?10 AND terminal_at IS NULL THEN ?6 ELSE terminal_at END, \
+         sla_due_at = COALESCE(?12, sla_due_at), sla_reached_at = COALESCE(sla_reached_at, ?13), \
+         next_sequence = next_sequence + ?14 \
+         WHERE id = ?11 RETURNING {HANDOFF_COLUMNS}, next_sequence - ?14 AS next_sequence"
+    )
+});
+
+/// The carrier events a handoff has seen, from a JSON array of
+/// `[source, code, occurred_at]`.
+fn seen_events(json: &str) -> Result<Vec<SeenEvent>, StoreError> {
+    let rows: Vec<(String, i64, i64)> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("seen carrier events: {e}")))?;
+    rows.into_iter()
+        .map(|(source, code, at)| {
+            Ok(SeenEvent {
+                source: parse("source", &source)?,
+                code,
+                occurred_at: from_ms(at)?,
+            })
+        })
+        .collect()
+}
+
 /// Matches one carrier event to its handoff and records what it does.
 async fn apply_one(
     tx: &mut sqlx::SqliteConnection,
@@ -279,9 +334,14 @@ async fn apply_one(
         .sale_order_code
         .as_deref()
         .and_then(HandoffId::parse);
+    // The carrier events already seen come with the handoff, as one JSON
+    // array: a statement less per event.
     let row = sqlx::query(
         "SELECT id, client, kind, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
-         cod_settled, cod_held, details, order_created_at, sla_reached_at FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND tracking_number = ?2) LIMIT 1",
+         cod_settled, cod_held, details, order_created_at, sla_reached_at, \
+         (SELECT json_group_array(json_array(t.source, t.carrier_code, t.occurred_at)) FROM timeline t \
+          WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
+         FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND tracking_number = ?2) LIMIT 1",
     )
     .bind(by_id.as_ref().map(HandoffId::as_str))
     .bind(incoming.tracking_number.as_deref())
@@ -324,20 +384,7 @@ async fn apply_one(
         cod_settled: row.try_get("cod_settled")?,
         cod_held: row.try_get("cod_held")?,
     };
-    let seen_rows = sqlx::query(
-        "SELECT source, carrier_code, occurred_at FROM timeline WHERE handoff_id = ? AND carrier_code IS NOT NULL",
-    )
-    .bind(id.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut seen = Vec::with_capacity(seen_rows.len());
-    for r in &seen_rows {
-        seen.push(SeenEvent {
-            source: parse("source", r.try_get("source")?)?,
-            code: r.try_get("carrier_code")?,
-            occurred_at: from_ms(r.try_get("occurred_at")?)?,
-        });
-    }
+    let seen = seen_events(row.try_get("seen")?)?;
     let verdict = state_machine::apply(&state, &seen, &incoming.event);
     let next = &verdict.next;
     let kind: Kind = parse("kind", row.try_get("kind")?)?;
@@ -389,30 +436,27 @@ async fn apply_one(
     } else {
         None
     };
-    sqlx::query(
-        "UPDATE handoffs SET status = ?1, watermark_at = ?2, watermark_rank = ?3, cod_settled = ?4, \
-         cod_held = ?5, last_carrier_event_at = ?6, updated_at = CASE WHEN ?7 THEN ?6 ELSE updated_at END, \
-         picked_up_at = CASE WHEN ?8 AND picked_up_at IS NULL THEN ?9 ELSE picked_up_at END, \
-         delivered_at = CASE WHEN ?1 = 'delivered' AND delivered_at IS NULL THEN ?9 ELSE delivered_at END, \
-         terminal_at = CASE WHEN ?10 AND terminal_at IS NULL THEN ?6 ELSE terminal_at END, \
-         sla_due_at = COALESCE(?12, sla_due_at), sla_reached_at = COALESCE(sla_reached_at, ?13) \
-         WHERE id = ?11",
-    )
-    .bind(next.status.as_str())
-    .bind(next.watermark.map(|(at, _)| ms(at)))
-    .bind(next.watermark.map(|(_, rank)| i64::from(rank)))
-    .bind(next.cod_settled)
-    .bind(next.cod_held)
-    .bind(ms(now))
-    .bind(next.status != state.status)
-    .bind(next.picked_up)
-    .bind(ms(incoming.event.occurred_at))
-    .bind(next.status.is_terminal())
-    .bind(id.as_str())
-    .bind(sla_due_at.map(ms))
-    .bind(reached_at.map(ms))
-    .execute(&mut *tx)
-    .await?;
+    // The update also takes the sequences of the callbacks the event relays
+    // and returns the handoff their bodies describe.
+    let updated = sqlx::query(sqlx::AssertSqlSafe(APPLY_EVENT.as_str()))
+        .bind(next.status.as_str())
+        .bind(next.watermark.map(|(at, _)| ms(at)))
+        .bind(next.watermark.map(|(_, rank)| i64::from(rank)))
+        .bind(next.cod_settled)
+        .bind(next.cod_held)
+        .bind(ms(now))
+        .bind(next.status != state.status)
+        .bind(next.picked_up)
+        .bind(ms(incoming.event.occurred_at))
+        .bind(next.status.is_terminal())
+        .bind(id.as_str())
+        .bind(sla_due_at.map(ms))
+        .bind(reached_at.map(ms))
+        .bind(verdict.relay.len() as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+    let handoff = handoff_from_row(&updated)?;
+    let mut next_sequence: i64 = updated.try_get("next_sequence")?;
     let mut first_sequence = None;
     for relay in &verdict.relay {
         let (event_type, status, previous) = match *relay {
@@ -433,7 +477,9 @@ async fn apply_one(
             carrier: Some(&incoming.carrier),
             occurred_at: incoming.event.occurred_at,
         };
-        let sequence = queue_callback(tx, &id, &draft, format, now).await?;
+        let sequence = next_sequence;
+        next_sequence += 1;
+        insert_callback(tx, &handoff, sequence, &draft, format, now).await?;
         match relay {
             Relay::CodSettled if verdict.mapped.is_some() => {
                 // The COD report held earlier is the entry this callback relays.
@@ -915,24 +961,28 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
+        // The claimed jobs' handoffs, read in one statement.
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get::<&str, _>("handoff_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids = serde_json::to_string(&ids)
+            .map_err(|e| StoreError::Corrupt(format!("handoff ids: {e}")))?;
+        let handoffs = sqlx::query(sqlx::AssertSqlSafe(CLAIMED_HANDOFFS.as_str()))
+            .bind(ids)
+            .bind(now_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+        let handoffs: std::collections::HashMap<String, sqlx::sqlite::SqliteRow> = handoffs
+            .into_iter()
+            .map(|h| Ok((h.try_get::<String, _>("id")?, h)))
+            .collect::<Result<_, sqlx::Error>>()?;
         let mut jobs = Vec::with_capacity(rows.len());
         for row in rows {
-            let handoff_id: String = row.try_get("handoff_id")?;
-            // `+j.state`: without it SQLite searched the subquery through
-            // postal_jobs_due (every pending job) instead of the handoff's
-            // own jobs, so each claim cost O(backlog) (docs/benchmarks.md).
-            let sql = format!(
-                "SELECT {HANDOFF_COLUMNS}, details, carrier_original_id, \
-                 (SELECT first_create_at FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create') AS create_started_at, \
-                 (SELECT COUNT(*) FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create' \
-                    AND +j.state = 'pending' AND j.lease_expires_at > ?2) AS create_in_flight \
-                 FROM handoffs WHERE id = ?1"
-            );
-            let h = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&handoff_id)
-                .bind(now_ms)
-                .fetch_one(&mut *tx)
-                .await?;
+            let handoff_id: &str = row.try_get("handoff_id")?;
+            let h = handoffs.get(handoff_id).ok_or_else(|| {
+                StoreError::Corrupt(format!("job of a missing handoff {handoff_id}"))
+            })?;
             let details: Option<String> = h.try_get("details")?;
             let request = details
                 .map(|d| serde_json::from_str(&d))
@@ -949,7 +999,7 @@ impl Store for SqliteStore {
                 refusal: row.try_get("refusal")?,
                 interrupted_at: opt_ms(row.try_get("attempt_started_at")?)?,
                 lease_expires_at: from_ms(expires)?,
-                handoff: handoff_from_row(&h)?,
+                handoff: handoff_from_row(h)?,
                 original_id: h.try_get("carrier_original_id")?,
                 create_started_at: opt_ms(h.try_get("create_started_at")?)?,
                 create_in_flight: h.try_get::<i64, _>("create_in_flight")? > 0,
