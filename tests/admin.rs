@@ -641,8 +641,12 @@ async fn a_replayed_failed_handoff_is_received_relayed_and_its_job_begins_with_a
     let gw = gateway_with(&postal.uri()).await;
     let id = gw.submit("REPLAY-1").await;
     gw.fail(&id).await;
+    // At least the first attempt and one after the clock moved; a retry whose
+    // jittered wait rounds to 0 ms is due at once, so there may be more.
     let calls = postal_calls(&postal).await;
-    assert_eq!(calls, ["/CreateOrder", "/CreateOrder"]);
+    let creates = calls.len();
+    assert!(creates >= 2, "{calls:?}");
+    assert!(calls.iter().all(|c| c == "/CreateOrder"), "{calls:?}");
     let db = gw.db().await;
     let job = |db: SqlitePool| async move {
         sqlx::query_as::<_, (String, i64, Option<i64>, Option<i64>, String)>(
@@ -692,7 +696,7 @@ async fn a_replayed_failed_handoff_is_received_relayed_and_its_job_begins_with_a
     gw.dispatcher.run_until_idle().await.unwrap();
     let calls = postal_calls(&postal).await;
     assert_eq!(
-        calls.get(2).map(String::as_str),
+        calls.get(creates).map(String::as_str),
         Some("/GetListOrder"),
         "the first call after the replay is a lookup: {calls:?}"
     );

@@ -10,6 +10,7 @@
 //! again one write per transaction, so one failure fails that write alone.
 //! A write that finds its lease lost changes nothing and answers `false`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -203,19 +204,144 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Queued>, commits: Arc<Atom
     }
 }
 
-/// The whole group in one transaction.
+/// The whole group in one transaction. The starts of the group are one
+/// statement, and so are its callback outcomes: a statement costs a round
+/// trip to the connection's thread, the store's scarcest resource. Writes of
+/// one group concern different jobs, so their order does not matter.
 async fn together(pool: &SqlitePool, group: &[Queued]) -> Result<Vec<bool>, StoreError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut held = Vec::with_capacity(group.len());
-    for q in group {
-        held.push(apply(&mut tx, &q.write).await?);
+    let mut held = vec![false; group.len()];
+    start_attempts(&mut tx, group, &mut held).await?;
+    finish_callbacks(&mut tx, group, &mut held).await?;
+    for (q, held) in group.iter().zip(held.iter_mut()) {
+        if let Write::FinishPostal(w) = &q.write {
+            *held = finish_postal(&mut tx, w).await?;
+        }
     }
     tx.commit().await?;
     Ok(held)
 }
 
-/// One write in a transaction of its own.
+/// Every start of the group in one statement (see [`start_attempt`]).
+const START_ATTEMPTS: &str = "UPDATE postal_jobs SET attempts = attempts + 1, \
+     first_attempt_at = COALESCE(first_attempt_at, w.now), \
+     first_create_at = CASE WHEN w.creates THEN COALESCE(first_create_at, w.now) ELSE first_create_at END, \
+     attempt_started_at = CASE WHEN w.creates THEN w.now ELSE NULL END, updated_at = w.now \
+     FROM (SELECT value ->> 0 AS id, value ->> 1 AS owner, value ->> 2 AS creates, \
+           value ->> 3 AS now, value ->> 4 AS until FROM json_each(?1)) AS w \
+     WHERE postal_jobs.id = w.id AND postal_jobs.lease_owner = w.owner \
+       AND postal_jobs.lease_expires_at >= w.until \
+     RETURNING postal_jobs.id";
+
+/// Every callback outcome of the group in one statement (see [`finish_callback`]).
+const FINISH_CALLBACKS: &str = "UPDATE callbacks SET state = w.state, next_attempt_at = w.at, \
+     attempts = attempts + 1, last_status = COALESCE(w.status, last_status), last_error = w.error, \
+     lease_owner = NULL, lease_expires_at = NULL, \
+     delivered_at = CASE WHEN w.state = 'delivered' THEN w.now ELSE NULL END \
+     FROM (SELECT value ->> 0 AS id, value ->> 1 AS owner, value ->> 2 AS state, value ->> 3 AS at, \
+           value ->> 4 AS status, value ->> 5 AS error, value ->> 6 AS now FROM json_each(?1)) AS w \
+     WHERE callbacks.id = w.id AND callbacks.lease_owner = w.owner AND callbacks.lease_expires_at > w.now \
+     RETURNING callbacks.id";
+
+/// The callbacks behind those delivered reach the head of their queues.
+/// `+state`: otherwise SQLite searches every pending callback.
+const NEW_HEADS: &str = "UPDATE callbacks SET head_since = w.now \
+     FROM (SELECT value ->> 0 AS handoff_id, value ->> 1 AS sequence, value ->> 2 AS now \
+           FROM json_each(?1)) AS w \
+     WHERE callbacks.handoff_id = w.handoff_id AND callbacks.sequence = w.sequence \
+       AND +callbacks.state = 'pending'";
+
+async fn start_attempts(
+    conn: &mut SqliteConnection,
+    group: &[Queued],
+    held: &mut [bool],
+) -> Result<(), StoreError> {
+    let starts: Vec<_> = group
+        .iter()
+        .filter_map(|q| match &q.write {
+            Write::Start(w) => Some((w.job_id, &w.owner, w.creates, w.now_ms, w.until_ms)),
+            _ => None,
+        })
+        .collect();
+    if starts.is_empty() {
+        return Ok(());
+    }
+    let started: HashSet<i64> = sqlx::query_scalar(START_ATTEMPTS)
+        .bind(to_json(&starts)?)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    for (q, held) in group.iter().zip(held.iter_mut()) {
+        if let Write::Start(w) = &q.write {
+            *held = started.contains(&w.job_id);
+        }
+    }
+    Ok(())
+}
+
+async fn finish_callbacks(
+    conn: &mut SqliteConnection,
+    group: &[Queued],
+    held: &mut [bool],
+) -> Result<(), StoreError> {
+    let outcomes: Vec<_> = group
+        .iter()
+        .filter_map(|q| match &q.write {
+            Write::FinishCallback(w) => {
+                let (state, at, status, error) = callback_columns(w);
+                Some((&w.id, &w.owner, state, at, status, error, ms(w.now)))
+            }
+            _ => None,
+        })
+        .collect();
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let finished: HashSet<String> = sqlx::query_scalar(FINISH_CALLBACKS)
+        .bind(to_json(&outcomes)?)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let mut heads = Vec::new();
+    for (q, held) in group.iter().zip(held.iter_mut()) {
+        if let Write::FinishCallback(w) = &q.write {
+            *held = finished.contains(&w.id);
+            if *held && w.outcome == CallbackOutcome::Delivered {
+                heads.push((w.handoff_id.as_str(), w.sequence as i64 + 1, ms(w.now)));
+            }
+        }
+    }
+    if !heads.is_empty() {
+        sqlx::query(NEW_HEADS)
+            .bind(to_json(&heads)?)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Rows for `json_each`.
+fn to_json<T: serde::Serialize>(rows: &T) -> Result<String, StoreError> {
+    serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(format!("worker writes: {e}")))
+}
+
+/// A callback outcome as columns: state, next attempt, HTTP status, error.
+fn callback_columns(w: &FinishCallback) -> (&'static str, i64, Option<u16>, Option<&str>) {
+    let now_ms = ms(w.now);
+    match &w.outcome {
+        CallbackOutcome::Delivered => ("delivered", now_ms, None, None),
+        CallbackOutcome::Retry { at, status, error } => {
+            ("pending", ms(*at), *status, Some(error.as_str()))
+        }
+        CallbackOutcome::Dead { status, error } => ("dead", now_ms, *status, Some(error.as_str())),
+    }
+}
+
+/// One write in a transaction of its own (a group that failed is written
+/// again this way, so one failing write fails alone).
 async fn alone(pool: &SqlitePool, write: &Write) -> Result<bool, StoreError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
@@ -440,13 +566,7 @@ async fn finish_callback(
     w: &FinishCallback,
 ) -> Result<bool, StoreError> {
     let now_ms = ms(w.now);
-    let (state, at, status, error) = match &w.outcome {
-        CallbackOutcome::Delivered => ("delivered", now_ms, None, None),
-        CallbackOutcome::Retry { at, status, error } => {
-            ("pending", ms(*at), *status, Some(error.as_str()))
-        }
-        CallbackOutcome::Dead { status, error } => ("dead", now_ms, *status, Some(error.as_str())),
-    };
+    let (state, at, status, error) = callback_columns(w);
     let held = sqlx::query(
         "UPDATE callbacks SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1, \
          last_status = COALESCE(?3, last_status), last_error = ?4, lease_owner = NULL, lease_expires_at = NULL, \
@@ -489,7 +609,7 @@ mod tests {
     use crate::domain::PostalOrder;
     use crate::domain::callback::BodyFormat;
     use crate::store::sqlite::group::tests::{new_handoff, store};
-    use crate::store::{PostalOutcome, Store};
+    use crate::store::{CallbackOutcome, PostalOutcome, Store};
 
     const OWNER: &str = "test-worker";
     const LEASE: Duration = Duration::from_secs(60);
@@ -550,13 +670,93 @@ mod tests {
             assert_eq!(h.tracking_number, order(i).tracking_number);
         }
 
-        // One callback's write fails inside a group; one worker lost its lease.
         let callbacks = store
             .claim_callbacks(OWNER, now, LEASE, n as u32)
             .await
             .unwrap();
         assert_eq!(callbacks.len(), n);
-        let doomed = callbacks[5].id.clone();
+        // The next callback of the first handoff, behind the one delivered below.
+        let first = &callbacks[0];
+        sqlx::query(
+            "INSERT INTO callbacks (id, handoff_id, client, sequence, event_type, body, content_type, \
+             state, next_attempt_at, created_at) VALUES ('msg_next', ?, 'motcua', ?, 'handoff.status_changed', \
+             x'7b7d', 'application/json', 'pending', 0, 0)",
+        )
+        .bind(first.handoff_id.as_str())
+        .bind(first.sequence as i64 + 1)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+        // Every kind of outcome in one group, one of them under a lost lease.
+        let later = now + jiff::SignedDuration::from_secs(30);
+        let (round1, round2) = callbacks.split_at(n / 2);
+        let outcome = |i: usize| match i % 3 {
+            0 => CallbackOutcome::Delivered,
+            1 => CallbackOutcome::Retry {
+                at: later,
+                status: Some(503),
+                error: "answered 503".into(),
+            },
+            _ => CallbackOutcome::Dead {
+                status: None,
+                error: "timed out".into(),
+            },
+        };
+        let before = store.writes.commits();
+        let answers = join_all(round1.iter().enumerate().map(|(i, cb)| {
+            let owner = if i == 4 { "someone-else" } else { OWNER };
+            store.finish_callback(cb, owner, now, outcome(i))
+        }))
+        .await;
+        assert!(store.writes.commits() - before <= 2, "not grouped");
+        for (i, (cb, answer)) in round1.iter().zip(&answers).enumerate() {
+            let row: (String, i64, Option<i64>, Option<String>, Option<String>) = sqlx::query_as(
+                "SELECT state, next_attempt_at, last_status, last_error, lease_owner \
+                 FROM callbacks WHERE id = ?",
+            )
+            .bind(&cb.id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            let (state, next, status, error, leased) = row;
+            if i == 4 {
+                assert!(!answer.as_ref().unwrap(), "a lost lease commits nothing");
+                assert_eq!(
+                    (state.as_str(), leased.as_deref()),
+                    ("pending", Some(OWNER))
+                );
+                continue;
+            }
+            assert!(answer.as_ref().unwrap(), "write {i}: {answer:?}");
+            assert_eq!(leased, None);
+            let at = |t: jiff::Timestamp| t.as_millisecond();
+            let expected = match outcome(i) {
+                CallbackOutcome::Delivered => ("delivered", at(now), None, None),
+                CallbackOutcome::Retry { .. } => {
+                    ("pending", at(later), Some(503), Some("answered 503"))
+                }
+                CallbackOutcome::Dead { .. } => ("dead", at(now), None, Some("timed out")),
+            };
+            assert_eq!(
+                (state.as_str(), next, status, error.as_deref()),
+                expected,
+                "write {i}"
+            );
+        }
+        let head_since: Option<i64> =
+            sqlx::query_scalar("SELECT head_since FROM callbacks WHERE id = 'msg_next'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            head_since,
+            Some(now.as_millisecond()),
+            "the next one reached the head"
+        );
+
+        // One callback's write fails inside a group: it fails alone.
+        let doomed = round2[5].id.clone();
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE TRIGGER doomed BEFORE UPDATE OF state ON callbacks WHEN NEW.id = '{doomed}' \
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
@@ -564,24 +764,27 @@ mod tests {
         .execute(&mut conn)
         .await
         .unwrap();
-        let answers = join_all(callbacks.iter().enumerate().map(|(i, cb)| {
-            let owner = if i == 9 { "someone-else" } else { OWNER };
-            store.finish_callback(cb, owner, now, crate::store::CallbackOutcome::Delivered)
-        }))
+        let answers = join_all(
+            round2
+                .iter()
+                .map(|cb| store.finish_callback(cb, OWNER, now, CallbackOutcome::Delivered)),
+        )
         .await;
         for (i, answer) in answers.iter().enumerate() {
-            match i {
-                5 => assert!(answer.is_err(), "the doomed write: {answer:?}"),
-                9 => assert!(!answer.as_ref().unwrap(), "a lost lease commits nothing"),
-                _ => assert!(answer.as_ref().unwrap(), "write {i}: {answer:?}"),
+            if i == 5 {
+                assert!(answer.is_err(), "the doomed write: {answer:?}");
+            } else {
+                assert!(answer.as_ref().unwrap(), "write {i}: {answer:?}");
             }
         }
-        let delivered: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM callbacks WHERE state = 'delivered'")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-        assert_eq!(delivered, n as i64 - 2);
+        let delivered: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM callbacks WHERE state = 'delivered' AND id <> 'msg_next'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let delivered_in_round1 = (0..round1.len()).filter(|&i| i != 4 && i % 3 == 0).count();
+        assert_eq!(delivered as usize, delivered_in_round1 + round2.len() - 1);
         let (state, leased): (String, Option<String>) =
             sqlx::query_as("SELECT state, lease_owner FROM callbacks WHERE id = ?")
                 .bind(&doomed)
