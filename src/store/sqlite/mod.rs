@@ -456,9 +456,9 @@ async fn apply_one(
         .fetch_one(&mut *tx)
         .await?;
     let handoff = handoff_from_row(&updated)?;
-    let mut next_sequence: i64 = updated.try_get("next_sequence")?;
+    let first_of_event: i64 = updated.try_get("next_sequence")?;
     let mut first_sequence = None;
-    for relay in &verdict.relay {
+    for (sequence, relay) in (first_of_event..).zip(&verdict.relay) {
         let (event_type, status, previous) = match *relay {
             Relay::StatusChanged { status, previous } => {
                 (CallbackType::StatusChanged, status, previous)
@@ -477,8 +477,6 @@ async fn apply_one(
             carrier: Some(&incoming.carrier),
             occurred_at: incoming.event.occurred_at,
         };
-        let sequence = next_sequence;
-        next_sequence += 1;
         insert_callback(tx, &handoff, sequence, &draft, format, now).await?;
         match relay {
             Relay::CodSettled if verdict.mapped.is_some() => {

@@ -464,13 +464,13 @@ async fn finish_postal(conn: &mut SqliteConnection, w: &FinishPostal) -> Result<
                 Status::Rejected
             };
             if let Some(previous) =
-                move_handoff(&mut *conn, id, &[Status::Received], to, Some(&reason), now).await?
+                move_handoff(&mut *conn, id, &[Status::Received], to, Some(reason), now).await?
             {
                 let change = Change {
                     status: to,
                     source: Source::Gateway,
                     occurred_at: now,
-                    reason: Some(&reason),
+                    reason: Some(reason),
                     relay: Some((CallbackType::StatusChanged, *format)),
                 };
                 record_change(&mut *conn, id, previous, change, now).await?;
@@ -538,7 +538,7 @@ async fn finish_postal(conn: &mut SqliteConnection, w: &FinishPostal) -> Result<
                 event_type: CallbackType::CancelRefused,
                 status,
                 previous: status,
-                reason: Some(&reason),
+                reason: Some(reason),
                 carrier: None,
                 occurred_at: now,
             };
@@ -550,7 +550,7 @@ async fn finish_postal(conn: &mut SqliteConnection, w: &FinishPostal) -> Result<
                 sequence: Some(sequence),
                 occurred_at: now,
                 carrier: None,
-                reason: Some(&reason),
+                reason: Some(reason),
                 raw: None,
             };
             insert_timeline(&mut *conn, id, &entry, now).await?;
