@@ -1,6 +1,7 @@
 //! One store test suite, run against both backends: every test below is
 //! generated twice by `on_both_backends!`, once on SQLite and once on a fresh
-//! PostgreSQL database. The tests speak only through the `Store` traits.
+//! PostgreSQL database. The tests speak only through the `Store` traits
+//! (but for one injected failure, at the end).
 
 mod common;
 
@@ -815,4 +816,96 @@ async fn statistics_count_the_handoffs_of_the_days_asked(store: SharedStore) {
         .await
         .unwrap();
     assert_eq!(rows.iter().map(|r| r.created).sum::<u64>(), 3);
+}
+
+/// A request whose write fails inside an intake group fails alone: the
+/// others of its group are stored and answered. The failure is injected with
+/// a trigger, the one place this suite speaks SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_request_failing_in_an_intake_group_fails_alone() {
+    a_request_failing_in_an_intake_group_fails_alone(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_request_failing_in_an_intake_group_fails_alone() {
+    a_request_failing_in_an_intake_group_fails_alone(Backend::Postgres).await;
+}
+
+async fn a_request_failing_in_an_intake_group_fails_alone(backend: Backend) {
+    let Some(place) = TestStore::new(backend).await else {
+        return;
+    };
+    let settings = StoreSettings {
+        url: place.url.clone(),
+        lease_s: LEASE.as_secs(),
+    };
+    let store = bcci_gateway::store::open(&place.url, &settings)
+        .await
+        .expect("open the store");
+    // The doomed request's handoff row goes in; its postal job cannot.
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&place.url)
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "CREATE TRIGGER doomed BEFORE INSERT ON postal_jobs \
+                 WHEN NEW.handoff_id IN (SELECT id FROM handoffs WHERE request_id = 'DOOMED') \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        Backend::Postgres => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&place.url)
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "CREATE FUNCTION doomed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                   IF NEW.handoff_id IN (SELECT id FROM handoffs WHERE request_id = 'DOOMED') THEN \
+                     RAISE EXCEPTION 'injected failure'; \
+                   END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER doomed BEFORE INSERT ON postal_jobs \
+                   FOR EACH ROW EXECUTE FUNCTION doomed();",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+    // Sent together, so that they share groups.
+    let names: Vec<String> = (0..32)
+        .map(|i| {
+            if i == 13 {
+                "DOOMED".to_owned()
+            } else {
+                format!("R-{i}")
+            }
+        })
+        .collect();
+    let answers = futures_util::future::join_all(
+        names
+            .iter()
+            .map(|n| store.create_handoff(new_handoff(request(n), start()))),
+    )
+    .await;
+    for (name, answer) in names.iter().zip(&answers) {
+        if name == "DOOMED" {
+            assert!(answer.is_err(), "{answer:?}");
+        } else {
+            assert!(
+                matches!(answer, Ok(CreateOutcome::Created(h)) if &h.request_id == name),
+                "{name}: {answer:?}"
+            );
+        }
+    }
+    assert_eq!(
+        store.count_handoffs().await.unwrap(),
+        31,
+        "nothing of the doomed one"
+    );
+    assert_eq!(store.count_pending_postal_jobs().await.unwrap(), 31);
+    store.close().await;
+    drop(place);
 }
