@@ -75,16 +75,21 @@ async fn run(backend: Backend, test: impl FnOnce(SharedStore) -> TestFuture) {
     let Some(place) = TestStore::new(backend).await else {
         return;
     };
+    let store = open(&place).await;
+    test(store.clone()).await;
+    store.close().await;
+    drop(place);
+}
+
+/// The store at `place`, migrated.
+async fn open(place: &TestStore) -> SharedStore {
     let settings = StoreSettings {
         url: place.url.clone(),
         lease_s: LEASE.as_secs(),
     };
-    let store = bcci_gateway::store::open(&place.url, &settings)
+    bcci_gateway::store::open(&place.url, &settings)
         .await
-        .expect("open the store");
-    test(store.clone()).await;
-    store.close().await;
-    drop(place);
+        .expect("open the store")
 }
 
 fn start() -> Timestamp {
@@ -835,13 +840,7 @@ async fn a_request_failing_in_an_intake_group_fails_alone(backend: Backend) {
     let Some(place) = TestStore::new(backend).await else {
         return;
     };
-    let settings = StoreSettings {
-        url: place.url.clone(),
-        lease_s: LEASE.as_secs(),
-    };
-    let store = bcci_gateway::store::open(&place.url, &settings)
-        .await
-        .expect("open the store");
+    let store = open(&place).await;
     // The doomed request's handoff row goes in; its postal job cannot.
     match backend {
         Backend::Sqlite => {

@@ -204,18 +204,31 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Queued>, commits: Arc<Atom
     }
 }
 
-/// The whole group in one transaction. The starts of the group are one
-/// statement, and so are its callback outcomes: a statement costs a round
-/// trip to the connection's thread, the store's scarcest resource. Writes of
-/// one group concern different jobs, so their order does not matter.
+/// The whole group in one transaction.
 async fn together(pool: &SqlitePool, group: &[Queued]) -> Result<Vec<bool>, StoreError> {
+    let writes: Vec<&Write> = group.iter().map(|q| &q.write).collect();
+    commit_writes(pool, &writes).await
+}
+
+/// One write in a transaction of its own (a group that failed is written
+/// again this way, so one failing write fails alone).
+async fn alone(pool: &SqlitePool, write: &Write) -> Result<bool, StoreError> {
+    Ok(commit_writes(pool, &[write]).await?[0])
+}
+
+/// Writes in one transaction. The starts among them are one statement, and
+/// so are the callback outcomes: a statement costs a round trip to the
+/// connection's thread, the store's scarcest resource. Writes of one group
+/// concern different jobs, so their order does not matter.
+#[tracing::instrument(skip_all, fields(writes = writes.len()))]
+async fn commit_writes(pool: &SqlitePool, writes: &[&Write]) -> Result<Vec<bool>, StoreError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut held = vec![false; group.len()];
-    start_attempts(&mut tx, group, &mut held).await?;
-    finish_callbacks(&mut tx, group, &mut held).await?;
-    for (q, held) in group.iter().zip(held.iter_mut()) {
-        if let Write::FinishPostal(w) = &q.write {
+    let mut held = vec![false; writes.len()];
+    start_attempts(&mut tx, writes, &mut held).await?;
+    finish_callbacks(&mut tx, writes, &mut held).await?;
+    for (write, held) in writes.iter().zip(held.iter_mut()) {
+        if let Write::FinishPostal(w) = write {
             *held = finish_postal(&mut tx, w).await?;
         }
     }
@@ -223,7 +236,9 @@ async fn together(pool: &SqlitePool, group: &[Queued]) -> Result<Vec<bool>, Stor
     Ok(held)
 }
 
-/// Every start of the group in one statement (see [`start_attempt`]).
+/// Every start of the group in one statement: the attempt is counted, its
+/// start marked (a create's stays until its outcome), and only while the
+/// lease lasts at least until `until`.
 const START_ATTEMPTS: &str = "UPDATE postal_jobs SET attempts = attempts + 1, \
      first_attempt_at = COALESCE(first_attempt_at, w.now), \
      first_create_at = CASE WHEN w.creates THEN COALESCE(first_create_at, w.now) ELSE first_create_at END, \
@@ -234,7 +249,8 @@ const START_ATTEMPTS: &str = "UPDATE postal_jobs SET attempts = attempts + 1, \
        AND postal_jobs.lease_expires_at >= w.until \
      RETURNING postal_jobs.id";
 
-/// Every callback outcome of the group in one statement (see [`finish_callback`]).
+/// Every callback outcome of the group in one statement, only while its
+/// lease is held.
 const FINISH_CALLBACKS: &str = "UPDATE callbacks SET state = w.state, next_attempt_at = w.at, \
      attempts = attempts + 1, last_status = COALESCE(w.status, last_status), last_error = w.error, \
      lease_owner = NULL, lease_expires_at = NULL, \
@@ -254,12 +270,12 @@ const NEW_HEADS: &str = "UPDATE callbacks SET head_since = w.now \
 
 async fn start_attempts(
     conn: &mut SqliteConnection,
-    group: &[Queued],
+    group: &[&Write],
     held: &mut [bool],
 ) -> Result<(), StoreError> {
     let starts: Vec<_> = group
         .iter()
-        .filter_map(|q| match &q.write {
+        .filter_map(|write| match write {
             Write::Start(w) => Some((w.job_id, &w.owner, w.creates, w.now_ms, w.until_ms)),
             _ => None,
         })
@@ -273,8 +289,8 @@ async fn start_attempts(
         .await?
         .into_iter()
         .collect();
-    for (q, held) in group.iter().zip(held.iter_mut()) {
-        if let Write::Start(w) = &q.write {
+    for (write, held) in group.iter().zip(held.iter_mut()) {
+        if let Write::Start(w) = write {
             *held = started.contains(&w.job_id);
         }
     }
@@ -283,12 +299,12 @@ async fn start_attempts(
 
 async fn finish_callbacks(
     conn: &mut SqliteConnection,
-    group: &[Queued],
+    group: &[&Write],
     held: &mut [bool],
 ) -> Result<(), StoreError> {
     let outcomes: Vec<_> = group
         .iter()
-        .filter_map(|q| match &q.write {
+        .filter_map(|write| match write {
             Write::FinishCallback(w) => {
                 let (state, at, status, error) = callback_columns(w);
                 Some((&w.id, &w.owner, state, at, status, error, ms(w.now)))
@@ -306,8 +322,8 @@ async fn finish_callbacks(
         .into_iter()
         .collect();
     let mut heads = Vec::new();
-    for (q, held) in group.iter().zip(held.iter_mut()) {
-        if let Write::FinishCallback(w) = &q.write {
+    for (write, held) in group.iter().zip(held.iter_mut()) {
+        if let Write::FinishCallback(w) = write {
             *held = finished.contains(&w.id);
             if *held && w.outcome == CallbackOutcome::Delivered {
                 heads.push((w.handoff_id.as_str(), w.sequence as i64 + 1, ms(w.now)));
@@ -338,44 +354,6 @@ fn callback_columns(w: &FinishCallback) -> (&'static str, i64, Option<u16>, Opti
         }
         CallbackOutcome::Dead { status, error } => ("dead", now_ms, *status, Some(error.as_str())),
     }
-}
-
-/// One write in a transaction of its own (a group that failed is written
-/// again this way, so one failing write fails alone).
-async fn alone(pool: &SqlitePool, write: &Write) -> Result<bool, StoreError> {
-    let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let held = apply(&mut tx, write).await?;
-    tx.commit().await?;
-    Ok(held)
-}
-
-async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<bool, StoreError> {
-    match write {
-        Write::Start(w) => start_attempt(conn, w).await,
-        Write::FinishPostal(w) => finish_postal(conn, w).await,
-        Write::FinishCallback(w) => finish_callback(conn, w).await,
-    }
-}
-
-#[tracing::instrument(skip_all, fields(job_id = w.job_id))]
-async fn start_attempt(conn: &mut SqliteConnection, w: &StartAttempt) -> Result<bool, StoreError> {
-    let updated = sqlx::query(
-        "UPDATE postal_jobs SET attempts = attempts + 1, \
-         first_attempt_at = COALESCE(first_attempt_at, ?1), \
-         first_create_at = CASE WHEN ?2 THEN COALESCE(first_create_at, ?1) ELSE first_create_at END, \
-         attempt_started_at = CASE WHEN ?2 THEN ?1 ELSE NULL END, updated_at = ?1 \
-         WHERE id = ?3 AND lease_owner = ?4 AND lease_expires_at >= ?5",
-    )
-    .bind(w.now_ms)
-    .bind(w.creates)
-    .bind(w.job_id)
-    .bind(&w.owner)
-    .bind(w.until_ms)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
 }
 
 #[tracing::instrument(skip_all, fields(handoff_id = %w.handoff_id))]
@@ -556,46 +534,6 @@ async fn finish_postal(conn: &mut SqliteConnection, w: &FinishPostal) -> Result<
             insert_timeline(&mut *conn, id, &entry, now).await?;
         }
         PostalOutcome::Reschedule { .. } | PostalOutcome::Complete { .. } => {}
-    }
-    Ok(true)
-}
-
-#[tracing::instrument(skip_all, fields(handoff_id = %w.handoff_id, sequence = w.sequence))]
-async fn finish_callback(
-    conn: &mut SqliteConnection,
-    w: &FinishCallback,
-) -> Result<bool, StoreError> {
-    let now_ms = ms(w.now);
-    let (state, at, status, error) = callback_columns(w);
-    let held = sqlx::query(
-        "UPDATE callbacks SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1, \
-         last_status = COALESCE(?3, last_status), last_error = ?4, lease_owner = NULL, lease_expires_at = NULL, \
-         delivered_at = CASE WHEN ?1 = 'delivered' THEN ?5 ELSE NULL END \
-         WHERE id = ?6 AND lease_owner = ?7 AND lease_expires_at > ?5",
-    )
-    .bind(state)
-    .bind(at)
-    .bind(status.map(i64::from))
-    .bind(error)
-    .bind(now_ms)
-    .bind(&w.id)
-    .bind(&w.owner)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if held != 1 {
-        return Ok(false);
-    }
-    if w.outcome == CallbackOutcome::Delivered {
-        // The next callback reaches the head now: its deadline starts.
-        sqlx::query(
-            "UPDATE callbacks SET head_since = ? WHERE handoff_id = ? AND sequence = ? AND state = 'pending'",
-        )
-        .bind(now_ms)
-        .bind(w.handoff_id.as_str())
-        .bind(w.sequence as i64 + 1)
-        .execute(&mut *conn)
-        .await?;
     }
     Ok(true)
 }
