@@ -18,7 +18,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::TestDatabase;
-use common::procs::{Gateway, KEY, PostalSim, Progress, SECRET, TOKEN, free_port, read_handoff};
+use common::procs::{
+    Gateway, KEY, PostalSim, SECRET, TOKEN, free_port, read_handoff, read_handoffs,
+};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -256,17 +258,7 @@ async fn three_processes_on_one_postgres_survive_two_sigkills_with_one_order_eac
             .filter(|id| !final_status.contains_key(*id))
             .cloned()
             .collect();
-        let read: Vec<(String, Option<Progress>)> = futures_util::stream::iter(open)
-            .map(|id| {
-                let (http, base) = (http.clone(), base.clone());
-                async move {
-                    let h = read_handoff(&http, &base, &id).await;
-                    (id, h)
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+        let read = read_handoffs(&http, &base, open, CONCURRENCY).await;
         for (id, h) in read {
             if let Some((status, _)) = h
                 && TERMINAL.contains(&status.as_str())

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::procs::{
-    Gateway, KEY, PostalSim, Progress, Submitted, free_port, read_handoff, submit,
+    Gateway, KEY, PostalSim, Progress, Submitted, free_port, read_handoffs, submit,
 };
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
@@ -180,17 +180,7 @@ async fn three_hundred_handoffs_through_faults_and_three_sigkills_make_exactly_o
         if pending.is_empty() {
             break;
         }
-        let read: Vec<(String, Option<Progress>)> = futures_util::stream::iter(pending)
-            .map(|id| {
-                let (http, base) = (http.clone(), base.clone());
-                async move {
-                    let h = read_handoff(&http, &base, &id).await;
-                    (id, h)
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+        let read = read_handoffs(&http, &base, pending, CONCURRENCY).await;
         for (id, h) in read {
             if let Some(h) = h {
                 seen.insert(id, h);

@@ -385,6 +385,24 @@ pub async fn submit(
 /// What the gateway says about a handoff: its status and tracking number.
 pub type Progress = (String, Option<String>);
 
+/// Reads many handoffs, `concurrency` at a time, each with its id.
+pub async fn read_handoffs(
+    http: &reqwest::Client,
+    base: &str,
+    ids: Vec<String>,
+    concurrency: usize,
+) -> Vec<(String, Option<Progress>)> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(ids)
+        .map(|id| async move {
+            let h = read_handoff(http, base, &id).await;
+            (id, h)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
 pub async fn read_handoff(http: &reqwest::Client, base: &str, id: &str) -> Option<Progress> {
     let r = http
         .get(format!("{base}/v1/handoffs/{id}"))
