@@ -234,6 +234,7 @@ fn carrier_event(id: &HandoffId, n: u32, code: i64, at: Timestamp) -> IncomingCa
     IncomingCarrierEvent {
         sale_order_code: Some(id.to_string()),
         tracking_number: Some(tracking.clone()),
+        original_id: Some(format!("ORIG{n}")),
         order: Some(PostalOrder {
             order_id: format!("HDR{n}"),
             original_id: format!("ORIG{n}"),

@@ -27,6 +27,11 @@ on_both_backends!(
     a_refusal_after_an_ambiguous_attempt_is_confirmed_by_a_lookup_that_adopts_the_order,
     a_reset_after_the_request_was_sent_is_followed_by_a_lookup_that_finds_the_order,
     one_step_of_a_worker_claims_a_batch_of_jobs_and_carries_out_every_one,
+    a_retry_whose_order_a_webhook_overtook_has_that_order_cancelled_as_a_duplicate,
+    a_cancel_after_uncertain_creates_waits_looks_up_and_cancels_every_order,
+    an_order_reported_for_a_cancelled_handoff_is_cancelled_at_vietnam_post,
+    an_order_created_without_an_item_code_takes_it_from_the_first_webhook_that_carries_it,
+    an_order_without_an_item_code_is_reconciled_by_its_original_id,
 );
 
 const TOKEN: &str = "dispatch-test-token";
@@ -45,6 +50,8 @@ enum Fault {
     TooMany,
     /// 400 refusal.
     Refuse,
+    /// The order is created and answered after 300 ms (within the timeout).
+    Delayed,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +82,12 @@ struct FakeState {
     /// Codes whose first create fails with 500 and whose second creates the
     /// order but answers with a refusal (an order Vietnam Post did make).
     fail_then_refuse_codes: Vec<String>,
+    /// Faults for the next creates, in order, before the plan's.
+    scripted: std::collections::VecDeque<Fault>,
+    /// originalIDs GetListOrder does not list yet (eventual consistency).
+    unlisted: Vec<String>,
+    /// Answers and listings carry no itemCode (a fresh order).
+    withhold_item_codes: bool,
 }
 
 #[derive(Clone)]
@@ -98,6 +111,9 @@ impl FakeVnPost {
                 plan,
                 refuse_codes: Vec::new(),
                 fail_then_refuse_codes: Vec::new(),
+                scripted: Default::default(),
+                unlisted: Vec::new(),
+                withhold_item_codes: false,
             })),
             clock,
             expire_every: 25,
@@ -124,11 +140,15 @@ impl FakeVnPost {
         t == format!("tok-{}", s.token_generation)
     }
 
-    fn record(o: &FakeOrder) -> Value {
-        json!({
+    fn record(o: &FakeOrder, withhold_item_code: bool) -> Value {
+        let mut r = json!({
             "orderHdrID": o.hdr_id, "originalID": o.original_id, "itemCode": o.item_code,
             "saleOrderCode": o.sale_order_code, "status": 1, "totalFee": 23000
-        })
+        });
+        if withhold_item_code {
+            r.as_object_mut().unwrap().remove("itemCode");
+        }
+        r
     }
 }
 
@@ -156,6 +176,9 @@ impl Respond for FakeVnPost {
                     .iter()
                     .find(|(upto, _)| roll < *upto)
                     .map_or(Fault::None, |(_, f)| *f);
+                if let Some(scripted) = s.scripted.pop_front() {
+                    fault = scripted;
+                }
                 if s.refuse_codes.contains(&code) {
                     fault = Fault::Refuse;
                 }
@@ -188,10 +211,18 @@ impl Respond for FakeVnPost {
                     s.orders.push(order.clone());
                     order
                 };
+                let withhold = s.withhold_item_codes;
                 match fault {
                     Fault::None => {
                         let order = create(&mut s);
-                        ResponseTemplate::new(200).set_body_json(json!({"data": Self::record(&order)}))
+                        ResponseTemplate::new(200)
+                            .set_body_json(json!({"data": Self::record(&order, withhold)}))
+                    }
+                    Fault::Delayed => {
+                        let order = create(&mut s);
+                        ResponseTemplate::new(200)
+                            .set_body_json(Self::record(&order, withhold))
+                            .set_delay(Duration::from_millis(300))
                     }
                     Fault::ServerError => ResponseTemplate::new(500),
                     Fault::LostAnswer => {
@@ -201,7 +232,7 @@ impl Respond for FakeVnPost {
                     Fault::SlowAnswer => {
                         let order = create(&mut s);
                         ResponseTemplate::new(200)
-                            .set_body_json(Self::record(&order))
+                            .set_body_json(Self::record(&order, withhold))
                             .set_delay(Duration::from_millis(1500))
                     }
                     Fault::TooMany => ResponseTemplate::new(429).insert_header("retry-after", "0"),
@@ -221,11 +252,19 @@ impl Respond for FakeVnPost {
                 let results: Vec<Value> = s
                     .orders
                     .iter()
+                    .filter(|o| !s.unlisted.contains(&o.original_id))
                     .skip(page * size)
                     .take(size)
-                    .map(Self::record)
+                    .map(|o| Self::record(o, s.withhold_item_codes))
                     .collect();
                 ResponseTemplate::new(200).set_body_json(json!({"results": results}))
+            }
+            p if p.ends_with("/GetStatusHistoryOrder") => {
+                // Every order is being picked up since the clock's start.
+                ResponseTemplate::new(200).set_body_json(json!({"data": {"statusHistory": [
+                    {"statusCode": 2, "statusName": "Đã phân công", "locateName": "Bưu cục",
+                     "createdDate": "25/11/2025", "createdHour": "16:00:00"}
+                ]}}))
             }
             p if p.ends_with("/orderCancel") => {
                 let body: Value = serde_json::from_slice(&req.body).unwrap();
@@ -273,6 +312,7 @@ token_sha256s = ["{hash}"]
 struct Harness {
     app_store: bcci_gateway::store::SharedStore,
     dispatcher: Arc<bcci_gateway::dispatch::Dispatcher>,
+    poller: Arc<bcci_gateway::events::poller::Poller>,
     clock: Arc<ManualClock>,
     fake: FakeVnPost,
     intake: std::net::SocketAddr,
@@ -303,11 +343,13 @@ async fn harness(
             .mount(&server)
             .await;
     }
-    Mock::given(method("GET"))
-        .and(path("/GetListOrder"))
-        .respond_with(fake.clone())
-        .mount(&server)
-        .await;
+    for p in ["/GetListOrder", "/GetStatusHistoryOrder"] {
+        Mock::given(method("GET"))
+            .and(path(p))
+            .respond_with(fake.clone())
+            .mount(&server)
+            .await;
+    }
     let place = TestStore::new(backend).await?;
     let app = Application::build_with(
         settings(&place.url, &server.uri()),
@@ -323,6 +365,7 @@ async fn harness(
     let h = Harness {
         app_store: app.store(),
         dispatcher: app.dispatcher(),
+        poller: app.poller(),
         clock,
         fake,
         intake: app.intake_addr(),
@@ -361,6 +404,68 @@ impl Harness {
             ids.push(HandoffId::parse(doc["id"].as_str().unwrap()).unwrap());
         }
         ids
+    }
+
+    /// Posts Vietnam Post status records to the gateway's webhook.
+    async fn webhook(&self, records: Vec<Value>) {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "http://{}/v1/postal/vnpost/events/webhook-key-0123456789",
+                self.intake
+            ))
+            .json(&json!({"data": records, "sendDate": "25/11/2025 15:30:00"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    /// A status record of the fake's `n`-th order (from 0).
+    fn status_record(&self, n: usize, code: i64) -> Value {
+        let s = self.fake.state.lock().unwrap();
+        let o = &s.orders[n];
+        json!({
+            "orderHdrID": o.hdr_id, "originalID": o.original_id, "itemCode": o.item_code,
+            "saleOrderCode": o.sale_order_code, "status": code,
+            "statusDate": "25/11/2025 15:20:00", "totalFee": 23000
+        })
+    }
+
+    /// The live orders the fake holds: (originalID, itemCode).
+    fn live_orders(&self) -> Vec<(String, String)> {
+        let s = self.fake.state.lock().unwrap();
+        s.orders
+            .iter()
+            .map(|o| (o.original_id.clone(), o.item_code.clone()))
+            .collect()
+    }
+
+    async fn duplicates_counted(&self) -> u64 {
+        let text = reqwest::get(&self.metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("bcci_duplicate_orders_total "))
+            .unwrap_or_else(|| panic!("no bcci_duplicate_orders_total in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    async fn handoff(&self, id: &HandoffId) -> bcci_gateway::domain::Handoff {
+        self.app_store.handoff(None, id).await.unwrap().unwrap()
+    }
+
+    async fn cancel(&self, id: &HandoffId) {
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/v1/handoffs/{id}/cancel", self.intake))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     }
 
     /// Runs the dispatcher, moving the clock on, until every handoff left `received`.
@@ -703,10 +808,12 @@ async fn a_reset_after_the_request_was_sent_is_followed_by_a_lookup_that_finds_t
     .await
     .unwrap();
     let (store, dispatcher, intake) = (app.store(), app.dispatcher(), app.intake_addr());
+    let poller = app.poller();
     tokio::spawn(app.run_until_stopped());
     let h = Harness {
         app_store: store,
         dispatcher,
+        poller,
         clock,
         fake: FakeVnPost::new(Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH)), vec![]),
         intake,
@@ -759,4 +866,150 @@ async fn one_step_of_a_worker_claims_a_batch_of_jobs_and_carries_out_every_one(b
         h.dispatcher.try_execute().await.unwrap(),
         bcci_gateway::dispatch::Executed::Idle
     );
+}
+
+/// A retry's CreateOrder is in flight when a webhook reveals the order the
+/// first (lost) attempt made; the retry's own order must not be left live.
+async fn a_retry_whose_order_a_webhook_overtook_has_that_order_cancelled_as_a_duplicate(
+    backend: Backend,
+) {
+    let Some(h) = harness(backend, vec![], BreakerSettings::default()).await else {
+        return;
+    };
+    h.fake.state.lock().unwrap().scripted = [Fault::LostAnswer, Fault::Delayed].into();
+    let id = h.submit(1).await.remove(0);
+    h.dispatcher.run_until_idle().await.unwrap();
+    // The first order exists but is not listed yet: the lookup misses it.
+    let first = h.live_orders()[0].clone();
+    h.fake.state.lock().unwrap().unlisted = vec![first.0.clone()];
+    h.clock.advance(SignedDuration::from_secs(61));
+    let dispatcher = h.dispatcher.clone();
+    let step = tokio::spawn(async move { dispatcher.run_until_idle().await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.fake.state.lock().unwrap().creates.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no retry create");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The retry is in flight (answered after 300 ms): a webhook reports the
+    // first order, which the handoff adopts.
+    h.webhook(vec![h.status_record(0, 2)]).await;
+    step.await.unwrap().unwrap();
+    let handoff = h.handoff(&id).await;
+    assert_eq!(handoff.tracking_number.as_deref(), Some(first.1.as_str()));
+    assert_eq!(
+        h.live_orders(),
+        vec![first],
+        "the retry's order is cancelled: one live order"
+    );
+    assert_eq!(h.duplicates_counted().await, 1);
+}
+
+/// A cancel asked right after two uncertain creates waits out the lookup
+/// delay, finds both orders, and leaves neither live.
+async fn a_cancel_after_uncertain_creates_waits_looks_up_and_cancels_every_order(backend: Backend) {
+    let Some(h) = harness(backend, vec![], BreakerSettings::default()).await else {
+        return;
+    };
+    h.fake.state.lock().unwrap().scripted = [Fault::LostAnswer, Fault::LostAnswer].into();
+    let id = h.submit(1).await.remove(0);
+    h.dispatcher.run_until_idle().await.unwrap();
+    let first = h.live_orders()[0].0.clone();
+    h.fake.state.lock().unwrap().unlisted = vec![first];
+    h.clock.advance(SignedDuration::from_secs(61));
+    h.dispatcher.run_until_idle().await.unwrap();
+    assert_eq!(h.live_orders().len(), 2, "two orders, neither listed yet");
+    let second = h.live_orders()[1].0.clone();
+    h.fake.state.lock().unwrap().unlisted.push(second);
+    h.cancel(&id).await;
+    // The cancel does not look up before the delay: the orders are not listed.
+    h.dispatcher.run_until_idle().await.unwrap();
+    h.clock.advance(SignedDuration::from_secs(30));
+    h.dispatcher.run_until_idle().await.unwrap();
+    assert_eq!(h.handoff(&id).await.status, Status::Received);
+    assert_eq!(h.live_orders().len(), 2);
+    // Listed by the time the lookup runs.
+    h.fake.state.lock().unwrap().unlisted.clear();
+    h.clock.advance(SignedDuration::from_secs(31));
+    h.dispatcher.run_until_idle().await.unwrap();
+    assert_eq!(h.handoff(&id).await.status, Status::Cancelled);
+    assert_eq!(h.live_orders(), vec![], "every order found is cancelled");
+    assert_eq!(h.fake.state.lock().unwrap().creates.len(), 2);
+    assert_eq!(h.duplicates_counted().await, 1, "the second order");
+    let types: Vec<String> = h
+        .app_store
+        .callbacks_of(&id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, _, body)| {
+            let b: Value = serde_json::from_slice(body).unwrap();
+            b["status"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(types, ["order_created", "cancelled"]);
+}
+
+/// An order Vietnam Post lists too late for the cancel's lookup is reported
+/// by a webhook after the handoff was cancelled: it is cancelled too.
+async fn an_order_reported_for_a_cancelled_handoff_is_cancelled_at_vietnam_post(backend: Backend) {
+    let Some(h) = harness(backend, vec![], BreakerSettings::default()).await else {
+        return;
+    };
+    h.fake.state.lock().unwrap().scripted = [Fault::LostAnswer].into();
+    let id = h.submit(1).await.remove(0);
+    h.dispatcher.run_until_idle().await.unwrap();
+    let order = h.live_orders()[0].0.clone();
+    h.fake.state.lock().unwrap().unlisted = vec![order];
+    h.cancel(&id).await;
+    for _ in 0..3 {
+        h.dispatcher.run_until_idle().await.unwrap();
+        h.clock.advance(SignedDuration::from_secs(61));
+    }
+    assert_eq!(h.handoff(&id).await.status, Status::Cancelled);
+    assert_eq!(h.live_orders().len(), 1, "the lookup could not see it");
+    h.webhook(vec![h.status_record(0, 2)]).await;
+    h.dispatcher.run_until_idle().await.unwrap();
+    assert_eq!(h.live_orders(), vec![], "the unowned order is cancelled");
+    assert_eq!(h.handoff(&id).await.status, Status::Cancelled);
+    assert_eq!(h.duplicates_counted().await, 0, "the handoff's only order");
+}
+
+async fn an_order_created_without_an_item_code_takes_it_from_the_first_webhook_that_carries_it(
+    backend: Backend,
+) {
+    let Some(h) = harness(backend, vec![], BreakerSettings::default()).await else {
+        return;
+    };
+    h.fake.state.lock().unwrap().withhold_item_codes = true;
+    let id = h.submit(1).await.remove(0);
+    h.dispatcher.run_until_idle().await.unwrap();
+    let handoff = h.handoff(&id).await;
+    assert_eq!(handoff.status, Status::OrderCreated);
+    assert_eq!(handoff.tracking_number, None, "none answered yet");
+    let (_, item_code) = h.live_orders()[0].clone();
+    h.webhook(vec![h.status_record(0, 2)]).await;
+    let handoff = h.handoff(&id).await;
+    assert_eq!(handoff.tracking_number.as_deref(), Some(item_code.as_str()));
+    assert_eq!(handoff.status, Status::PickingUp);
+    assert_eq!(h.live_orders().len(), 1);
+    assert_eq!(h.duplicates_counted().await, 0);
+}
+
+async fn an_order_without_an_item_code_is_reconciled_by_its_original_id(backend: Backend) {
+    let Some(h) = harness(backend, vec![], BreakerSettings::default()).await else {
+        return;
+    };
+    h.fake.state.lock().unwrap().withhold_item_codes = true;
+    let id = h.submit(1).await.remove(0);
+    h.dispatcher.run_until_idle().await.unwrap();
+    assert_eq!(h.handoff(&id).await.tracking_number, None);
+    // Webhooks stay quiet; Vietnam Post has assigned the item code since.
+    h.fake.state.lock().unwrap().withhold_item_codes = false;
+    h.clock.advance(SignedDuration::from_secs(21_601));
+    let polled = h.poller.poll_quiet().await.unwrap();
+    assert_eq!(polled, 1);
+    let (_, item_code) = h.live_orders()[0].clone();
+    let handoff = h.handoff(&id).await;
+    assert_eq!(handoff.tracking_number.as_deref(), Some(item_code.as_str()));
+    assert_eq!(handoff.status, Status::PickingUp, "its history was polled");
 }

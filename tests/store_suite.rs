@@ -201,6 +201,7 @@ fn event(tracking: &str, code: i64, at: Timestamp) -> IncomingCarrierEvent {
     IncomingCarrierEvent {
         sale_order_code: None,
         tracking_number: Some(tracking.to_owned()),
+        original_id: None,
         order: None,
         event: CarrierEvent {
             source: Source::Webhook,
@@ -231,6 +232,7 @@ fn effect_of(outcome: &EventOutcome) -> Effect {
     match outcome {
         EventOutcome::Recorded { effect, .. } => *effect,
         EventOutcome::UnknownOrder => panic!("the event found no handoff"),
+        EventOutcome::DuplicateOrder { .. } => panic!("the event is another order's"),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::carrier::{CallFailure, CancelAnswer, Carrier, CarrierOrder, OrderRequ
 use crate::clock::Clock;
 use crate::config::{CallbackFormat, Settings};
 use crate::domain::callback::BodyFormat;
+use crate::domain::ownership::OrderFate;
 use crate::domain::time::vietnam;
 use crate::domain::{CreateStep, PostalOrder, Status};
 use crate::lifecycle::Lifecycle;
@@ -188,6 +189,11 @@ impl Dispatcher {
     }
 
     async fn finish(&self, job: &PostalJob, outcome: PostalOutcome) -> anyhow::Result<()> {
+        self.try_finish(job, outcome).await.map(|_| ())
+    }
+
+    /// Commits the outcome; false when the lease was lost and nothing was.
+    async fn try_finish(&self, job: &PostalJob, outcome: PostalOutcome) -> anyhow::Result<bool> {
         let held = self
             .store
             .finish_postal_job(job, &self.owner, self.clock.now(), outcome)
@@ -195,7 +201,45 @@ impl Dispatcher {
         if !held {
             tracing::warn!(handoff_id = %job.handoff.id, "lease lost; the outcome was not committed");
         }
-        Ok(())
+        Ok(held)
+    }
+
+    /// Settles orders Vietnam Post holds for the handoff outside a job's
+    /// outcome (see [`crate::store::Store::settle_orders`]) and counts the
+    /// duplicates it queues for cancellation.
+    async fn settle(
+        &self,
+        job: &PostalJob,
+        orders: &[CarrierOrder],
+        format: BodyFormat,
+    ) -> anyhow::Result<Vec<crate::store::SettledOrder>> {
+        let orders: Vec<PostalOrder> = orders.iter().map(postal_order).collect();
+        let settled = self
+            .store
+            .settle_orders(&job.handoff.id, &orders, format, self.clock.now())
+            .await?;
+        let duplicates = settled
+            .iter()
+            .filter(|s| s.fate == OrderFate::Duplicate && s.cancel_queued)
+            .count();
+        self.count_duplicates(duplicates);
+        if settled.iter().any(|s| s.fate == OrderFate::Unowned) {
+            tracing::warn!(
+                handoff_id = %job.handoff.id,
+                "an order was found for a handoff that can no longer take it; cancelling it"
+            );
+        }
+        Ok(settled)
+    }
+
+    fn count_duplicates(&self, count: usize) {
+        if count > 0 {
+            self.metrics.duplicate_orders.inc_by(count as u64);
+            tracing::error!(
+                count,
+                "duplicate Vietnam Post orders found; cancelling them"
+            );
+        }
     }
 
     /// Waits for the guard, then checks that the lease still covers a call.
@@ -210,6 +254,12 @@ impl Dispatcher {
     async fn create(&self, job: PostalJob) -> anyhow::Result<()> {
         let now = self.clock.now();
         let route = self.route(&job.handoff.client);
+        if job.cancel_requested {
+            // The cancel job owns the handoff's order from here: it looks up
+            // whatever an earlier attempt may have made.
+            let note = Some("stopped by a cancel".to_owned());
+            return self.finish(&job, PostalOutcome::Complete { note }).await;
+        }
         let view = JobView {
             step: job.step,
             attempts: job.attempts,
@@ -318,7 +368,28 @@ impl Dispatcher {
         if let Plan::Reschedule { error, .. } = &decided {
             tracing::info!(error = %error, "postal job rescheduled");
         }
-        self.finish(&job, self.outcome(decided, route.format)).await
+        let found = match &decided {
+            Plan::Adopt { order, duplicates } => Some(
+                std::iter::once(order)
+                    .chain(duplicates)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        };
+        if self
+            .try_finish(&job, self.outcome(decided, route.format))
+            .await?
+        {
+            if let Some(found) = found {
+                self.count_duplicates(found.len() - 1);
+            }
+        } else if let Some(found) = found {
+            // Another worker or a webhook settled the handoff meanwhile: the
+            // orders this call made or found still need an owner, or a cancel.
+            self.settle(&job, &found, route.format).await?;
+        }
+        Ok(())
     }
 
     fn outcome(&self, decided: Plan, format: BodyFormat) -> PostalOutcome {
@@ -334,29 +405,21 @@ impl Dispatcher {
                 refusal,
                 last_error: Some(error),
             },
-            Plan::Adopt { order, duplicates } => {
-                if !duplicates.is_empty() {
-                    self.metrics
-                        .duplicate_orders
-                        .inc_by(duplicates.len() as u64);
-                    tracing::error!(
-                        count = duplicates.len(),
-                        "duplicate Vietnam Post orders found; cancelling them"
-                    );
-                }
-                PostalOutcome::Adopt {
-                    order: postal_order(&order),
-                    duplicates: duplicates.into_iter().map(|o| o.original_id).collect(),
-                    format,
-                }
-            }
+            Plan::Adopt { order, duplicates } => PostalOutcome::Adopt {
+                order: postal_order(&order),
+                duplicates: duplicates.into_iter().map(|o| o.original_id).collect(),
+                format,
+            },
             Plan::Reject { reason } => PostalOutcome::Reject { reason, format },
             Plan::Fail { reason } => PostalOutcome::Fail { reason, format },
         }
     }
 
-    /// Cancels the handoff's order at the intake system's request; when the
-    /// order is unknown (an ambiguous create), it is looked up first.
+    /// Cancels the handoff's order at the intake system's request. When the
+    /// order is unknown after a create was attempted, the job first waits
+    /// `postal.lookup_delay_s` (an uncertain create's order may not be listed
+    /// yet), then looks up: the earliest order found becomes the handoff's
+    /// and is cancelled here, every other one is cancelled as a duplicate.
     #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
     async fn cancel(&self, job: PostalJob) -> anyhow::Result<()> {
         let now = self.clock.now();
@@ -365,8 +428,8 @@ impl Dispatcher {
             let note = Some(format!("handoff already {}", job.handoff.status));
             return self.finish(&job, PostalOutcome::Complete { note }).await;
         }
-        let later = |at| PostalOutcome::Reschedule {
-            step: job.step,
+        let later = |at, step| PostalOutcome::Reschedule {
+            step,
             at,
             refusal: None,
             last_error: None,
@@ -374,11 +437,18 @@ impl Dispatcher {
         if job.create_in_flight {
             // Wait for the create call's outcome before deciding.
             return self
-                .finish(&job, later(now + SignedDuration::from_secs(1)))
+                .finish(&job, later(now + SignedDuration::from_secs(1), job.step))
                 .await;
         }
+        let uncertain = job.original_id.is_none() && job.create_started_at.is_some();
+        if uncertain && job.step != CreateStep::Lookup {
+            // No create runs any more (it stops once a cancel is asked), so an
+            // order it made is listed by the time this lookup runs.
+            let at = now + SignedDuration::try_from(self.rules.lookup_delay)?;
+            return self.finish(&job, later(at, CreateStep::Lookup)).await;
+        }
         let Some(permit) = self.may_call(&job).await else {
-            return self.finish(&job, later(self.clock.now())).await;
+            return self.finish(&job, later(self.clock.now(), job.step)).await;
         };
         if !self
             .store
@@ -387,8 +457,8 @@ impl Dispatcher {
         {
             return Ok(());
         }
-        let (original_id, found, permit) = match &job.original_id {
-            Some(o) => (o.clone(), None, permit),
+        let (original_id, permit) = match &job.original_id {
+            Some(o) => (o.clone(), permit),
             None => {
                 let first = job.create_started_at.unwrap_or(job.handoff.created_at);
                 let from = first.to_zoned(vietnam()).date();
@@ -398,24 +468,31 @@ impl Dispatcher {
                     .find_orders(job.handoff.id.as_str(), from, to)
                     .await;
                 permit.record(guard_result(listed.as_ref().err()));
-                match listed {
-                    Ok(orders) => match earliest(orders) {
-                        Some(order) => (
-                            order.original_id.clone(),
-                            Some(postal_order(&order)),
-                            self.guard.permit().await,
-                        ),
-                        None => {
-                            let outcome = PostalOutcome::Cancelled {
-                                order: None,
-                                format,
-                            };
-                            return self.finish(&job, outcome).await;
-                        }
-                    },
+                let mut orders = match listed {
+                    Ok(orders) => orders,
                     Err(failure) => {
                         let outcome = self.cancel_retry(&job, &failure, format, None);
                         return self.finish(&job, outcome).await;
+                    }
+                };
+                if orders.is_empty() {
+                    let outcome = PostalOutcome::Cancelled {
+                        order: None,
+                        format,
+                    };
+                    return self.finish(&job, outcome).await;
+                }
+                plan::earliest_first(&mut orders);
+                let settled = self.settle(&job, &orders, format).await?;
+                let own = orders
+                    .iter()
+                    .zip(&settled)
+                    .find(|(_, s)| matches!(s.fate, OrderFate::Adopt | OrderFate::Own));
+                match own {
+                    Some((order, _)) => (order.original_id.clone(), self.guard.permit().await),
+                    None => {
+                        // The handoff took an order meanwhile: cancel that one.
+                        return self.finish(&job, later(self.clock.now(), job.step)).await;
                     }
                 }
             }
@@ -424,21 +501,21 @@ impl Dispatcher {
         permit.record(guard_result(answer.as_ref().err()));
         let outcome = match answer {
             Ok(CancelAnswer::Cancelled) => PostalOutcome::Cancelled {
-                order: found,
+                order: None,
                 format,
             },
             Ok(CancelAnswer::Pending { case_id }) => PostalOutcome::CancelPending {
                 case_id,
-                order: found,
+                order: None,
             },
             Ok(CancelAnswer::Refused { message }) | Err(CallFailure::Refused { message }) => {
                 PostalOutcome::CancelRefused {
                     reason: message,
-                    order: found,
+                    order: None,
                     format,
                 }
             }
-            Err(failure) => self.cancel_retry(&job, &failure, format, found),
+            Err(failure) => self.cancel_retry(&job, &failure, format, None),
         };
         self.finish(&job, outcome).await
     }
@@ -541,13 +618,8 @@ fn guard_result(failure: Option<&CallFailure>) -> CallResult {
     }
 }
 
-/// The earliest created of the orders found (unknown times last).
-fn earliest(mut orders: Vec<CarrierOrder>) -> Option<CarrierOrder> {
-    orders.sort_by_key(|o| o.created_at.map_or((1, jiff::Timestamp::MAX), |t| (0, t)));
-    orders.into_iter().next()
-}
-
-fn postal_order(o: &CarrierOrder) -> PostalOrder {
+/// The facts of a carrier's order a handoff records.
+pub(crate) fn postal_order(o: &CarrierOrder) -> PostalOrder {
     PostalOrder {
         order_id: o.order_id.clone(),
         original_id: o.original_id.clone(),

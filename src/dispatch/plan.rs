@@ -150,9 +150,7 @@ pub fn plan(
         Observation::CreateFailed(failure) => retry(job.step, &failure, None, None),
         Observation::Found(orders) if !orders.is_empty() => {
             let mut orders = orders;
-            // The earliest created is adopted; unknown creation times sort last,
-            // keeping the carrier's listing order among equals.
-            orders.sort_by_key(|o| o.created_at.map_or((1, Timestamp::MAX), |t| (0, t)));
+            earliest_first(&mut orders);
             let order = orders.remove(0);
             Plan::Adopt {
                 order,
@@ -175,6 +173,13 @@ pub fn plan(
         },
         Observation::LookupFailed(failure) => retry(job.step, &failure, None, job.refusal.clone()),
     }
+}
+
+/// Orders the orders found for one handoff as the rule adopts them: the
+/// earliest created first; unknown creation times last, keeping the
+/// carrier's listing order among equals.
+pub fn earliest_first(orders: &mut [CarrierOrder]) {
+    orders.sort_by_key(|o| o.created_at.map_or((1, Timestamp::MAX), |t| (0, t)));
 }
 
 fn describe(failure: &CallFailure) -> String {

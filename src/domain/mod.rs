@@ -2,6 +2,7 @@
 
 pub mod callback;
 pub mod handoff;
+pub mod ownership;
 pub mod phone;
 pub mod request;
 pub mod retry;

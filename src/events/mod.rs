@@ -25,7 +25,7 @@ use crate::config::Settings;
 use crate::domain::callback::BodyFormat;
 use crate::domain::sla::{Calendar, SlaRules};
 use crate::domain::state_machine::CarrierEvent;
-use crate::domain::{CarrierInfo, Effect, PostalOrder, Source};
+use crate::domain::{CarrierInfo, PostalOrder, Source};
 use crate::store::{EventContext, EventOutcome, IncomingCarrierEvent, SharedStore};
 use crate::telemetry::Metrics;
 use record::{StatusRecord, parse_record, read_batch};
@@ -272,16 +272,7 @@ pub async fn record_batch(
         .apply_carrier_events(events, &state.context, now)
         .await?;
     for outcome in outcomes {
-        let name = match outcome {
-            EventOutcome::UnknownOrder => "unknown_order",
-            EventOutcome::Recorded { effect, legs, .. } => {
-                for (kind, stage, seconds) in legs {
-                    state.metrics.leg(kind.as_str(), stage, seconds);
-                }
-                effect_label(effect)
-            }
-        };
-        state.metrics.postal_event(label, name);
+        count_outcome(state, label, outcome);
     }
     state
         .metrics
@@ -290,8 +281,31 @@ pub async fn record_batch(
     Ok(())
 }
 
-fn effect_label(effect: Effect) -> &'static str {
-    effect.as_str()
+/// Counts what recording one carrier event did.
+pub(crate) fn count_outcome(state: &EventsState, source: &'static str, outcome: EventOutcome) {
+    let name = match outcome {
+        EventOutcome::UnknownOrder => "unknown_order",
+        EventOutcome::DuplicateOrder {
+            handoff_id,
+            cancel_queued,
+        } => {
+            if cancel_queued {
+                state.metrics.duplicate_orders.inc();
+                tracing::error!(
+                    handoff_id = %handoff_id,
+                    "Vietnam Post reported a second order for a handoff; cancelling it"
+                );
+            }
+            "unknown_order"
+        }
+        EventOutcome::Recorded { effect, legs, .. } => {
+            for (kind, stage, seconds) in legs {
+                state.metrics.leg(kind.as_str(), stage, seconds);
+            }
+            effect.as_str()
+        }
+    };
+    state.metrics.postal_event(source, name);
 }
 
 fn incoming(r: StatusRecord, raw: &Value, source: Source) -> IncomingCarrierEvent {
@@ -307,6 +321,7 @@ fn incoming(r: StatusRecord, raw: &Value, source: Source) -> IncomingCarrierEven
     IncomingCarrierEvent {
         sale_order_code: r.sale_order_code,
         tracking_number: r.tracking_number,
+        original_id: r.original_id,
         order,
         event: CarrierEvent {
             source,

@@ -10,10 +10,12 @@ use jiff::SignedDuration;
 use super::EventsState;
 use crate::carrier::{CallFailure, Carrier};
 use crate::dispatch::guard::{CallResult, PostalGuard};
+use crate::domain::ownership::OrderFate;
 use crate::domain::state_machine::CarrierEvent;
-use crate::domain::{CarrierInfo, Source};
+use crate::domain::time::vietnam;
+use crate::domain::{CarrierInfo, PostalOrder, Source};
 use crate::lifecycle::Lifecycle;
-use crate::store::{EventOutcome, IncomingCarrierEvent};
+use crate::store::{IncomingCarrierEvent, QuietHandoff};
 
 /// Handoffs polled per round.
 const BATCH: u32 = 50;
@@ -52,8 +54,17 @@ impl Poller {
             if quiet.is_empty() {
                 return Ok(polled);
             }
-            for (id, tracking_number) in quiet {
-                self.poll_one(&id, &tracking_number).await?;
+            for handoff in quiet {
+                match (&handoff.tracking_number, &handoff.original_id) {
+                    (Some(tracking_number), _) => {
+                        self.poll_one(&handoff.id, tracking_number).await?
+                    }
+                    (None, Some(original_id)) => self.look_up(&handoff, original_id).await?,
+                    (None, None) => {}
+                }
+                // Quiet again from now: the next poll comes one period later.
+                let now = self.state.clock.now();
+                self.state.store.mark_polled(&handoff.id, now).await?;
                 polled += 1;
             }
         }
@@ -81,6 +92,7 @@ impl Poller {
                     .map(|e| IncomingCarrierEvent {
                         sale_order_code: Some(id.to_string()),
                         tracking_number: Some(tracking_number.to_owned()),
+                        original_id: None,
                         order: None,
                         event: CarrierEvent {
                             source: Source::Poll,
@@ -102,16 +114,7 @@ impl Poller {
                         .apply_carrier_events(incoming, &self.state.context, now)
                         .await?;
                     for o in outcomes {
-                        let label = match o {
-                            EventOutcome::UnknownOrder => "unknown_order",
-                            EventOutcome::Recorded { effect, legs, .. } => {
-                                for (kind, stage, seconds) in legs {
-                                    self.state.metrics.leg(kind.as_str(), stage, seconds);
-                                }
-                                effect.as_str()
-                            }
-                        };
-                        self.state.metrics.postal_event("poll", label);
+                        super::count_outcome(&self.state, "poll", o);
                     }
                 }
             }
@@ -122,8 +125,65 @@ impl Poller {
                 );
             }
         }
-        // Quiet again from now: the next poll comes one period later.
-        self.state.store.mark_polled(id, now).await?;
+        Ok(())
+    }
+
+    /// An order created without an item code: looks the handoff's orders up
+    /// by saleOrderCode, recognises its own by originalID to learn the item
+    /// code (then polls its history at once), and has any other one
+    /// cancelled as a duplicate.
+    #[tracing::instrument(skip_all, fields(handoff_id = %handoff.id))]
+    async fn look_up(&self, handoff: &QuietHandoff, original_id: &str) -> anyhow::Result<()> {
+        let permit = self.guard.permit().await;
+        let from = handoff.created_at.to_zoned(vietnam()).date();
+        let to = self.state.clock.now().to_zoned(vietnam()).date();
+        let found = self
+            .carrier
+            .find_orders(handoff.id.as_str(), from, to)
+            .await;
+        permit.record(match &found {
+            Err(f @ CallFailure::Transient { .. }) => CallResult::Failed {
+                retry_after: f.retry_after(),
+            },
+            _ => CallResult::Answered,
+        });
+        let orders = match found {
+            Ok(orders) => orders,
+            Err(failure) => {
+                tracing::warn!(
+                    ?failure,
+                    "order lookup failed; trying again after the quiet period"
+                );
+                return Ok(());
+            }
+        };
+        let orders: Vec<PostalOrder> = orders.iter().map(crate::dispatch::postal_order).collect();
+        let format = self
+            .state
+            .context
+            .formats
+            .get(&handoff.client)
+            .copied()
+            .unwrap_or_default();
+        let now = self.state.clock.now();
+        let settled = self
+            .state
+            .store
+            .settle_orders(&handoff.id, &orders, format, now)
+            .await?;
+        for s in &settled {
+            if s.fate == OrderFate::Duplicate && s.cancel_queued {
+                self.state.metrics.duplicate_orders.inc();
+                tracing::error!("a second order was listed for the handoff; cancelling it");
+            }
+        }
+        let own = orders
+            .iter()
+            .find(|o| o.original_id == original_id)
+            .and_then(|o| o.tracking_number.as_deref());
+        if let Some(tracking_number) = own {
+            self.poll_one(&handoff.id, tracking_number).await?;
+        }
         Ok(())
     }
 

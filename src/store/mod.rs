@@ -134,6 +134,8 @@ pub struct PostalJob {
     pub create_started_at: Option<Timestamp>,
     /// The create job is pending and leased: a create call may be in flight.
     pub create_in_flight: bool,
+    /// The intake system asked to cancel the handoff: a create job stops.
+    pub cancel_requested: bool,
     /// The personal details needed to create the order; `None` once purged.
     pub request: Option<HandoffRequest>,
 }
@@ -198,6 +200,8 @@ pub struct IncomingCarrierEvent {
     pub sale_order_code: Option<String>,
     /// `itemCode`.
     pub tracking_number: Option<String>,
+    /// `originalID`, when the record names it.
+    pub original_id: Option<String>,
     /// The order's ids, to adopt it when the handoff has none yet.
     pub order: Option<PostalOrder>,
     pub event: crate::domain::state_machine::CarrierEvent,
@@ -218,14 +222,42 @@ pub struct EventContext {
 /// What recording one carrier event did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventOutcome {
-    /// No handoff matches it (or it concerns another order of the handoff).
+    /// No handoff matches it.
     UnknownOrder,
+    /// It concerns another order than the handoff's own: a duplicate, whose
+    /// cancellation `cancel_queued` says was queued now (not earlier).
+    DuplicateOrder {
+        handoff_id: HandoffId,
+        cancel_queued: bool,
+    },
     Recorded {
         handoff_id: HandoffId,
         effect: crate::domain::Effect,
         /// Stages this event completed: (kind, stage, seconds).
         legs: Vec<(crate::domain::Kind, &'static str, f64)>,
     },
+}
+
+/// What settling one order found for a handoff did (see
+/// [`Store::settle_orders`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettledOrder {
+    pub fate: crate::domain::ownership::OrderFate,
+    /// A cancel job for the order was queued now (not earlier).
+    pub cancel_queued: bool,
+}
+
+/// A handoff Vietnam Post has been quiet about, and how to ask after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuietHandoff {
+    pub id: HandoffId,
+    pub client: String,
+    pub created_at: Timestamp,
+    /// Its order's item code: its tracking history is polled.
+    pub tracking_number: Option<String>,
+    /// Its order's originalID: without an item code, the order is looked up
+    /// by saleOrderCode and recognised by this.
+    pub original_id: Option<String>,
 }
 
 /// A callback claimed for delivery: the head of its handoff's queue.
@@ -307,13 +339,23 @@ pub trait Store: AdminStore + Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<CancelRequest, StoreError>;
 
-    /// Non-terminal handoffs with a tracking number that heard nothing from
+    /// Non-terminal handoffs with a postal order that heard nothing from
     /// Vietnam Post (and were not polled) since `quiet_since`.
     async fn quiet_handoffs(
         &self,
         quiet_since: Timestamp,
         limit: u32,
-    ) -> Result<Vec<(HandoffId, String)>, StoreError>;
+    ) -> Result<Vec<QuietHandoff>, StoreError>;
+
+    /// Records the item code of a handoff's order that had none, when the
+    /// handoff's order is still `original_id`. True when recorded.
+    async fn record_tracking_number(
+        &self,
+        id: &HandoffId,
+        original_id: &str,
+        tracking_number: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// Notes that a handoff was just polled.
     async fn mark_polled(&self, id: &HandoffId, now: Timestamp) -> Result<(), StoreError>;
@@ -378,6 +420,20 @@ pub trait Store: AdminStore + Send + Sync + 'static {
         now: Timestamp,
         outcome: PostalOutcome,
     ) -> Result<bool, StoreError>;
+
+    /// Settles orders Vietnam Post holds for a handoff (earliest first), in
+    /// one transaction, by [`crate::domain::ownership::fate`]: one is adopted
+    /// while the handoff may take it (relayed as `order_created`), and a
+    /// cancel job is queued for each one the handoff does not own. Used when
+    /// an order's creator could not commit it (its lease was lost) and when a
+    /// cancel's lookup finds orders.
+    async fn settle_orders(
+        &self,
+        id: &HandoffId,
+        orders: &[PostalOrder],
+        format: BodyFormat,
+        now: Timestamp,
+    ) -> Result<Vec<SettledOrder>, StoreError>;
 
     /// The postal queue as a whole (every process exports it).
     async fn postal_queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;

@@ -38,8 +38,7 @@ pub(super) const CALLBACKS: &str = "(SELECT c.id, c.handoff_id, c.client, c.sequ
      EXISTS (SELECT 1 FROM callbacks d WHERE d.handoff_id = c.handoff_id AND d.state = 'dead' \
              AND d.sequence < c.sequence) AS behind_dead FROM callbacks c) AS x";
 
-/// Statuses in which a handoff may still adopt its postal order.
-pub(super) const AWAITING_ORDER: &[Status] = &[Status::Received, Status::Failed];
+pub(super) use crate::domain::ownership::AWAITING_ORDER;
 
 /// A row's cells, read the same way from either backend.
 pub(super) trait Cells {
@@ -292,5 +291,164 @@ impl Settlement {
             | PostalOutcome::CancelPending { .. }
             | PostalOutcome::CancelRefused { .. } => settled("done", None),
         }
+    }
+}
+
+/// What a carrier event's order is to the handoff it names, and so what
+/// recording the event does besides running the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EventOrder<'a> {
+    /// The handoff adopts the reported order, then the event applies.
+    Adopt(&'a crate::domain::PostalOrder),
+    /// The handoff's own order (or one that cannot be told apart): the event
+    /// applies, filling in the item code the handoff lacked.
+    Own { fill_tracking: Option<&'a str> },
+    /// Another order made for the handoff: the event is not the handoff's;
+    /// the order is cancelled (`cancel`: its originalID, when the record
+    /// names it and the order is still live).
+    Duplicate { cancel: Option<&'a str> },
+    /// An order nobody owns (the handoff ended without one): the event is
+    /// recorded (absorbed) and the order cancelled.
+    Unowned { cancel: Option<&'a str> },
+}
+
+/// Decides [`EventOrder`] from the handoff's status and order ids as stored.
+pub(super) fn event_order<'a>(
+    status: Status,
+    own_original_id: Option<&str>,
+    own_tracking: Option<&str>,
+    incoming: &'a super::IncomingCarrierEvent,
+) -> EventOrder<'a> {
+    use crate::domain::ownership::{OrderFate, OrderIds, fate};
+    use crate::domain::state_machine::CarrierCode;
+    let reported = OrderIds {
+        original_id: incoming.original_id.as_deref(),
+        tracking_number: incoming.tracking_number.as_deref(),
+    };
+    let own = OrderIds {
+        original_id: own_original_id,
+        tracking_number: own_tracking,
+    };
+    // An order Vietnam Post already reports cancelled needs no cancel.
+    let live = !matches!(
+        CarrierCode::from_code(incoming.event.code),
+        CarrierCode::Status(Status::Cancelled) | CarrierCode::DeliveryCancelled
+    );
+    let cancel = incoming.original_id.as_deref().filter(|_| live);
+    match fate(status, own, reported) {
+        OrderFate::Adopt => match &incoming.order {
+            Some(order) => EventOrder::Adopt(order),
+            None => EventOrder::Own {
+                fill_tracking: None,
+            },
+        },
+        OrderFate::Own => EventOrder::Own {
+            fill_tracking: incoming
+                .tracking_number
+                .as_deref()
+                .filter(|_| own_tracking.is_none()),
+        },
+        OrderFate::Duplicate => EventOrder::Duplicate { cancel },
+        OrderFate::Unowned => EventOrder::Unowned { cancel },
+    }
+}
+
+/// A write that settling an order asks of the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OrderWrite<'a> {
+    Adopt(&'a crate::domain::PostalOrder),
+    FillTracking(&'a str),
+    /// Queue the cancellation of the order with this originalID.
+    Cancel(&'a str),
+    Nothing,
+}
+
+/// Decides, order by order (earliest first), what [`super::Store::settle_orders`]
+/// writes: each decision sees the ones before it (an order adopted by the
+/// first makes the next a duplicate).
+pub(super) fn settle_plan<'a>(
+    status: Status,
+    own_original_id: Option<&str>,
+    own_tracking: Option<&str>,
+    orders: &'a [crate::domain::PostalOrder],
+) -> Vec<(crate::domain::ownership::OrderFate, OrderWrite<'a>)> {
+    use crate::domain::ownership::{OrderFate, OrderIds, fate};
+    let mut status = status;
+    let mut own_original = own_original_id.map(str::to_owned);
+    let mut own_tracking = own_tracking.map(str::to_owned);
+    let mut plan = Vec::with_capacity(orders.len());
+    for order in orders {
+        let own = OrderIds {
+            original_id: own_original.as_deref(),
+            tracking_number: own_tracking.as_deref(),
+        };
+        let reported = OrderIds {
+            original_id: Some(&order.original_id),
+            tracking_number: order.tracking_number.as_deref(),
+        };
+        let f = fate(status, own, reported);
+        let write = match f {
+            OrderFate::Adopt => {
+                status = Status::OrderCreated;
+                own_original = Some(order.original_id.clone());
+                own_tracking.clone_from(&order.tracking_number);
+                OrderWrite::Adopt(order)
+            }
+            OrderFate::Own => match (&own_tracking, &order.tracking_number) {
+                (None, Some(tracking)) => {
+                    own_tracking = Some(tracking.clone());
+                    OrderWrite::FillTracking(tracking)
+                }
+                _ => OrderWrite::Nothing,
+            },
+            OrderFate::Duplicate | OrderFate::Unowned => OrderWrite::Cancel(&order.original_id),
+        };
+        plan.push((f, write));
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PostalOrder;
+    use crate::domain::ownership::OrderFate;
+
+    fn order(n: u32, tracking: bool) -> PostalOrder {
+        PostalOrder {
+            order_id: format!("H{n}"),
+            original_id: format!("O{n}"),
+            tracking_number: tracking.then(|| format!("EB{n}VN")),
+            postage_vnd: None,
+        }
+    }
+
+    #[test]
+    fn the_first_order_is_adopted_and_the_rest_are_duplicates() {
+        let orders = [order(1, true), order(2, true), order(3, false)];
+        let plan = settle_plan(Status::Received, None, None, &orders);
+        assert_eq!(
+            plan,
+            vec![
+                (OrderFate::Adopt, OrderWrite::Adopt(&orders[0])),
+                (OrderFate::Duplicate, OrderWrite::Cancel("O2")),
+                (OrderFate::Duplicate, OrderWrite::Cancel("O3")),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_order_found_again_fills_its_item_code_and_others_are_cancelled() {
+        let orders = [order(2, true), order(1, true)];
+        let plan = settle_plan(Status::OrderCreated, Some("O1"), None, &orders);
+        assert_eq!(
+            plan,
+            vec![
+                (OrderFate::Duplicate, OrderWrite::Cancel("O2")),
+                (OrderFate::Own, OrderWrite::FillTracking("EB1VN")),
+            ]
+        );
+        let plan = settle_plan(Status::Cancelled, None, None, &orders[..1]);
+        assert_eq!(plan, vec![(OrderFate::Unowned, OrderWrite::Cancel("O2"))]);
     }
 }

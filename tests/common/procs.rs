@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use bcci_gateway::intake::auth::token_sha256_hex;
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_bcci-gateway");
+/// The binary cargo built for these tests (the profile `cargo test` runs in).
+pub const BUILT: &str = env!("CARGO_BIN_EXE_bcci-gateway");
 pub const TOKEN: &str = "soak-client-token";
 pub const ADMIN_TOKEN: &str = "soak-admin-token";
 pub const KEY: &str = "soak-webhook-key-0123456789";
@@ -30,9 +31,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The binary under test: `BCCI_TEST_BIN` when set (CI points it at the
+/// release build users run: `cargo build --release` then
+/// `BCCI_TEST_BIN=target/release/bcci-gateway cargo test --test soak`),
+/// otherwise the one `cargo test` built. A relative path is taken from the
+/// crate's root.
+pub fn bin() -> PathBuf {
+    static CHOSEN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHOSEN
+        .get_or_init(|| {
+            let chosen = match std::env::var_os("BCCI_TEST_BIN") {
+                Some(path) => {
+                    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+                    assert!(
+                        path.is_file(),
+                        "BCCI_TEST_BIN names {}, which is not a file",
+                        path.display()
+                    );
+                    path
+                }
+                None => PathBuf::from(BUILT),
+            };
+            eprintln!("testing the gateway binary {}", chosen.display());
+            chosen
+        })
+        .clone()
+}
+
 /// Only this test's settings configure the children.
 pub fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("BCCI_") {
@@ -105,7 +133,13 @@ pub struct PostalSim {
 
 impl PostalSim {
     pub fn start(webhook_url: &str, seed: u64) -> Self {
-        let mut child = command(&[
+        Self::start_with(webhook_url, seed, &[])
+    }
+
+    /// The simulator with issue 4's faults and `extra` flags after them.
+    pub fn start_with(webhook_url: &str, seed: u64, extra: &[&str]) -> Self {
+        let seed = seed.to_string();
+        let mut args = vec![
             "postal-sim",
             "--listen",
             "127.0.0.1:0",
@@ -127,12 +161,14 @@ impl PostalSim {
             "--step-interval-ms",
             "500",
             "--seed",
-            &seed.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            &seed,
+        ];
+        args.extend_from_slice(extra);
+        let mut child = command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let output = Tail::default();
         let (tx, rx) = std::sync::mpsc::channel();
         output.drain(child.stdout.take().unwrap(), Some(tx));

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
-    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, TAKE_SEQUENCE, TimelineDraft,
+    CallbackDraft, Change, EventOrder, HANDOFF_COLUMNS, TAKE_SEQUENCE, TimelineDraft, event_order,
     handoff_from_row, opt_ms, parse, timeline_from_row,
 };
 use super::{
@@ -284,6 +284,7 @@ async fn move_handoff(
 static CLAIMED_HANDOFFS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT {HANDOFF_COLUMNS}, details, carrier_original_id, \
+         cancel_requested_at IS NOT NULL AS cancel_requested, \
          (SELECT first_create_at FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create') AS create_started_at, \
          (SELECT COUNT(*) FROM postal_jobs j WHERE j.handoff_id = handoffs.id AND j.operation = 'create' \
             AND +j.state = 'pending' AND j.lease_expires_at > ?2) AS create_in_flight \
@@ -338,13 +339,15 @@ async fn apply_one(
     // array: a statement less per event.
     let row = sqlx::query(
         "SELECT id, client, kind, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
-         cod_settled, cod_held, details, order_created_at, sla_reached_at, \
+         cod_settled, cod_held, details, order_created_at, sla_reached_at, carrier_original_id, \
          (SELECT json_group_array(json_array(t.source, t.carrier_code, t.occurred_at)) FROM timeline t \
           WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
-         FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND tracking_number = ?2) LIMIT 1",
+         FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND (tracking_number = ?2 \
+         OR (?2 IS NULL AND carrier_original_id = ?3))) LIMIT 1",
     )
     .bind(by_id.as_ref().map(HandoffId::as_str))
     .bind(incoming.tracking_number.as_deref())
+    .bind(incoming.original_id.as_deref())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
@@ -356,21 +359,41 @@ async fn apply_one(
     let format = formats.get(&client).copied().unwrap_or_default();
     let mut status: Status = parse("status", row.try_get("status")?)?;
     let known_tracking: Option<String> = row.try_get("tracking_number")?;
-    if let (Some(known), Some(reported)) = (&known_tracking, &incoming.tracking_number)
-        && known != reported
-    {
-        // Another order carrying this handoff's reference: a duplicate being
-        // cancelled, never this handoff's own.
-        return Ok(EventOutcome::UnknownOrder);
-    }
+    let known_original: Option<String> = row.try_get("carrier_original_id")?;
     let mut adopted_now = false;
-    if known_tracking.is_none()
-        && AWAITING_ORDER.contains(&status)
-        && let Some(order) = &incoming.order
-    {
-        adopt(tx, &id, order, status, format, incoming.event.source, now).await?;
-        status = Status::OrderCreated;
-        adopted_now = true;
+    match event_order(
+        status,
+        known_original.as_deref(),
+        known_tracking.as_deref(),
+        incoming,
+    ) {
+        EventOrder::Adopt(order) => {
+            adopt(tx, &id, order, status, format, incoming.event.source, now).await?;
+            status = Status::OrderCreated;
+            adopted_now = true;
+        }
+        EventOrder::Own { fill_tracking } => {
+            if let Some(tracking) = fill_tracking {
+                fill_tracking_number(tx, &id, tracking, now).await?;
+            }
+        }
+        EventOrder::Duplicate { cancel } => {
+            let cancel_queued = match cancel {
+                Some(original_id) => queue_order_cancel(tx, &id, original_id, now).await?,
+                None => false,
+            };
+            return Ok(EventOutcome::DuplicateOrder {
+                handoff_id: id,
+                cancel_queued,
+            });
+        }
+        EventOrder::Unowned { cancel } => {
+            if let Some(original_id) = cancel
+                && queue_order_cancel(tx, &id, original_id, now).await?
+            {
+                tracing::warn!(handoff_id = %id, "an order was reported for a handoff that has none; cancelling it");
+            }
+        }
     }
     let watermark_at: Option<i64> = row.try_get("watermark_at")?;
     let watermark_rank: Option<i64> = row.try_get("watermark_rank")?;
@@ -576,6 +599,50 @@ async fn record_order(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Records the item code of the handoff's order, once Vietnam Post reports it.
+async fn fill_tracking_number(
+    tx: &mut sqlx::SqliteConnection,
+    id: &HandoffId,
+    tracking_number: &str,
+    now: jiff::Timestamp,
+) -> Result<bool, StoreError> {
+    let filled = sqlx::query(
+        "UPDATE handoffs SET tracking_number = ?, updated_at = ? \
+         WHERE id = ? AND tracking_number IS NULL",
+    )
+    .bind(tracking_number)
+    .bind(ms(now))
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(filled == 1)
+}
+
+/// Queues the cancellation of an order made for the handoff that it does not
+/// own. True when queued now; false when it was queued before.
+pub(super) async fn queue_order_cancel(
+    tx: &mut sqlx::SqliteConnection,
+    id: &HandoffId,
+    original_id: &str,
+    now: jiff::Timestamp,
+) -> Result<bool, StoreError> {
+    let queued = sqlx::query(
+        "INSERT INTO postal_jobs (handoff_id, operation, target, state, next_attempt_at, \
+         created_at, updated_at) VALUES (?, 'cancel_duplicate', ?, 'pending', ?, ?, ?) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id.as_str())
+    .bind(original_id)
+    .bind(ms(now))
+    .bind(ms(now))
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(queued == 1)
 }
 
 /// Clears the carrier answers stored for a handoff (personal data): the raw
@@ -822,9 +889,10 @@ impl Store for SqliteStore {
         &self,
         quiet_since: jiff::Timestamp,
         limit: u32,
-    ) -> Result<Vec<(HandoffId, String)>, StoreError> {
+    ) -> Result<Vec<super::QuietHandoff>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, tracking_number FROM handoffs WHERE tracking_number IS NOT NULL \
+            "SELECT id, client, created_at, tracking_number, carrier_original_id FROM handoffs \
+             WHERE (tracking_number IS NOT NULL OR carrier_original_id IS NOT NULL) \
              AND status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed') \
              AND MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0), COALESCE(order_created_at, 0)) <= ? \
              ORDER BY MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0)) LIMIT ?",
@@ -835,14 +903,37 @@ impl Store for SqliteStore {
         .await?;
         rows.iter()
             .map(|r| {
-                let id: String = r.try_get("id")?;
-                Ok((
-                    HandoffId::parse(&id)
-                        .ok_or_else(|| StoreError::Corrupt(format!("id {id:?}")))?,
-                    r.try_get("tracking_number")?,
-                ))
+                Ok(super::QuietHandoff {
+                    id: super::shared::handoff_id(r.try_get("id")?)?,
+                    client: r.try_get("client")?,
+                    created_at: from_ms(r.try_get("created_at")?)?,
+                    tracking_number: r.try_get("tracking_number")?,
+                    original_id: r.try_get("carrier_original_id")?,
+                })
             })
             .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %id))]
+    async fn record_tracking_number(
+        &self,
+        id: &HandoffId,
+        original_id: &str,
+        tracking_number: &str,
+        now: jiff::Timestamp,
+    ) -> Result<bool, StoreError> {
+        let filled = sqlx::query(
+            "UPDATE handoffs SET tracking_number = ?, updated_at = ? \
+             WHERE id = ? AND carrier_original_id = ? AND tracking_number IS NULL",
+        )
+        .bind(tracking_number)
+        .bind(ms(now))
+        .bind(id.as_str())
+        .bind(original_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(filled == 1)
     }
 
     async fn mark_polled(&self, id: &HandoffId, now: jiff::Timestamp) -> Result<(), StoreError> {
@@ -1001,6 +1092,7 @@ impl Store for SqliteStore {
                 original_id: h.try_get("carrier_original_id")?,
                 create_started_at: opt_ms(h.try_get("create_started_at")?)?,
                 create_in_flight: h.try_get::<i64, _>("create_in_flight")? > 0,
+                cancel_requested: h.try_get("cancel_requested")?,
                 request,
             });
         }
@@ -1028,6 +1120,61 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let write = FinishPostal::new(job, owner, now, outcome);
         self.writes.commit(Write::FinishPostal(write)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(handoff_id = %id))]
+    async fn settle_orders(
+        &self,
+        id: &HandoffId,
+        orders: &[crate::domain::PostalOrder],
+        format: BodyFormat,
+        now: jiff::Timestamp,
+    ) -> Result<Vec<super::SettledOrder>, StoreError> {
+        use super::shared::{OrderWrite, settle_plan};
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE handoffs SET id = id WHERE 0")
+            .execute(&mut *tx)
+            .await?;
+        let Some(row) = sqlx::query(
+            "SELECT status, carrier_original_id, tracking_number FROM handoffs WHERE id = ?",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let status: Status = parse("status", row.try_get("status")?)?;
+        let own_original: Option<String> = row.try_get("carrier_original_id")?;
+        let own_tracking: Option<String> = row.try_get("tracking_number")?;
+        let plan = settle_plan(
+            status,
+            own_original.as_deref(),
+            own_tracking.as_deref(),
+            orders,
+        );
+        let mut settled = Vec::with_capacity(plan.len());
+        for (fate, write) in plan {
+            let mut cancel_queued = false;
+            match write {
+                OrderWrite::Adopt(order) => {
+                    adopt(&mut tx, id, order, status, format, Source::Gateway, now).await?;
+                }
+                OrderWrite::FillTracking(tracking) => {
+                    fill_tracking_number(&mut tx, id, tracking, now).await?;
+                }
+                OrderWrite::Cancel(original_id) => {
+                    cancel_queued = queue_order_cancel(&mut tx, id, original_id, now).await?;
+                }
+                OrderWrite::Nothing => {}
+            }
+            settled.push(super::SettledOrder {
+                fate,
+                cancel_queued,
+            });
+        }
+        tx.commit().await?;
+        Ok(settled)
     }
 
     async fn postal_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {

@@ -18,7 +18,8 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    insert_timeline, move_handoff, queue_callback, record_change, record_order, stop_create_job,
+    insert_timeline, move_handoff, queue_callback, queue_order_cancel, record_change, record_order,
+    stop_create_job,
 };
 use crate::domain::CreateStep;
 use crate::domain::callback::CallbackType;
@@ -421,18 +422,7 @@ async fn finish_postal(conn: &mut SqliteConnection, w: &FinishPostal) -> Result<
                 record_change(&mut *conn, id, previous, change, now).await?;
             }
             for original_id in duplicates {
-                sqlx::query(
-                    "INSERT INTO postal_jobs (handoff_id, operation, target, state, next_attempt_at, \
-                     created_at, updated_at) VALUES (?, 'cancel_duplicate', ?, 'pending', ?, ?, ?) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(id.as_str())
-                .bind(original_id)
-                .bind(now_ms)
-                .bind(now_ms)
-                .bind(now_ms)
-                .execute(&mut *conn)
-                .await?;
+                queue_order_cancel(&mut *conn, id, original_id, now).await?;
             }
         }
         PostalOutcome::Reject { reason, format } | PostalOutcome::Fail { reason, format } => {
