@@ -223,3 +223,67 @@ impl SimStats {
         self.calls.get(endpoint).copied().unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_network_fault_rates_are_checked_and_normalized() {
+        let faults = Faults {
+            reset_rate: 1.5,
+            half_answer_rate: -0.1,
+            slow_answer_rate: f64::NAN,
+            garbage_answer_rate: 2.0,
+            ..Faults::default()
+        };
+        assert_eq!(
+            faults.check(),
+            Err("reset_rate must be between 0.0 and 1.0".into())
+        );
+        let n = faults.normalized();
+        assert_eq!(
+            (
+                n.reset_rate,
+                n.half_answer_rate,
+                n.slow_answer_rate,
+                n.garbage_answer_rate
+            ),
+            (1.0, 0.0, 0.0, 1.0)
+        );
+        assert_eq!(n.check(), Ok(()));
+    }
+
+    #[test]
+    fn missing_keys_take_no_network_faults() {
+        let f: Faults = serde_json::from_str(r#"{"reset_rate": 0.5}"#).unwrap();
+        assert_eq!(f.reset_rate, 0.5);
+        assert_eq!(
+            (
+                f.half_answer_rate,
+                f.slow_answer_rate,
+                f.garbage_answer_rate
+            ),
+            (0.0, 0.0, 0.0)
+        );
+        assert_eq!((f.slow_answer_ms, f.listing_delay_ms), (3000, 0));
+    }
+
+    #[test]
+    fn only_a_slow_answer_lets_calls_other_than_create_order_work() {
+        for fault in [
+            AnswerFault::Reset,
+            AnswerFault::HalfAnswer,
+            AnswerFault::Garbage,
+        ] {
+            assert!(fault.lets_work_happen("CreateOrder"));
+            assert!(!fault.lets_work_happen("orderCancel"));
+        }
+        let slow = AnswerFault::Slow(Duration::from_secs(1));
+        assert!(slow.lets_work_happen("orderCancel"));
+        let mut stats = SimStats::default();
+        slow.count(&mut stats);
+        AnswerFault::Reset.count(&mut stats);
+        assert_eq!((stats.slow_answers_injected, stats.resets_injected), (1, 1));
+    }
+}
