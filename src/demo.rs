@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::domain::HandoffId;
 use crate::intake::auth::token_sha256_hex;
 use crate::relay::signature::{SigningKey, sign};
-use crate::sim::{Faults, SimConfig, Simulator, expected_final_status};
+use crate::sim::{Faults, SimConfig, SimStats, Simulator, expected_final_status};
 
 const INTAKE_TOKEN: &str = "demo-intake-token";
 const ADMIN_TOKEN: &str = "demo-admin-token";
@@ -132,6 +132,76 @@ struct Sample {
     id: HandoffId,
 }
 
+type FaultStep = (&'static str, fn(Faults) -> Faults, fn(&SimStats) -> u64);
+
+/// The network faults each sample after the first gets once for sure.
+const FAULT_TOUR: [FaultStep; 4] = [
+    (
+        "a connection reset",
+        |f| Faults {
+            reset_rate: 1.0,
+            ..f
+        },
+        |s| s.resets_injected,
+    ),
+    (
+        "a half-written answer",
+        |f| Faults {
+            half_answer_rate: 1.0,
+            ..f
+        },
+        |s| s.half_answers_injected,
+    ),
+    (
+        "an HTML page for an answer",
+        |f| Faults {
+            garbage_answer_rate: 1.0,
+            ..f
+        },
+        |s| s.garbage_answers_injected,
+    ),
+    (
+        "an answer after the gateway's timeout",
+        |f| Faults {
+            slow_answer_rate: 1.0,
+            ..f
+        },
+        |s| s.slow_answers_injected,
+    ),
+];
+
+/// Sends sample `i` to the gateway's intake API.
+async fn submit(http: &reqwest::Client, api: SocketAddr, i: usize) -> anyhow::Result<Sample> {
+    let (name, text) = SAMPLES[i];
+    let walk = WALKS[i % WALKS.len()];
+    let mut body: Value = serde_json::from_str(text)?;
+    body["request_id"] = json!(format!("DEMO-{i}-{name}"));
+    let proc_name = body["procedure"]["name"].as_str().unwrap_or("").to_owned();
+    body["procedure"]["name"] = json!(format!("[sim:{walk}] {proc_name}"));
+    let r = http
+        .post(format!("http://{api}/v1/handoffs"))
+        .bearer_auth(INTAKE_TOKEN)
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().is_success(),
+        "sample {name} refused: {}",
+        r.status()
+    );
+    let doc: Value = r.json().await?;
+    let id = HandoffId::parse(doc["id"].as_str().unwrap_or("")).context("handoff id")?;
+    Ok(Sample { name, walk, id })
+}
+
+/// Polls `done` for up to 10 s; the demo goes on either way.
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Runs the demo; with `run_for`, exits after it with whether every sample
 /// ended as expected.
 pub async fn run(run_for: Option<Duration>) -> anyhow::Result<bool> {
@@ -163,6 +233,15 @@ pub async fn run(run_for: Option<Duration>) -> anyhow::Result<bool> {
         faults: Faults {
             error_rate: 0.05,
             lost_answer_rate: 0.1,
+            reset_rate: 0.05,
+            half_answer_rate: 0.05,
+            slow_answer_rate: 0.05,
+            // Past the gateway's `postal.timeout_ms` below: it has given up.
+            slow_answer_ms: 2500,
+            garbage_answer_rate: 0.05,
+            // Within `postal.lookup_delay_s` below, so the lookup after an
+            // ambiguous create finds the order.
+            listing_delay_ms: 1500,
             duplicate_webhook_rate: 0.1,
             reorder_webhook_rate: 0.1,
             batch_size: 3,
@@ -220,28 +299,27 @@ max_ms = 2000
     println!();
 
     let http = reqwest::Client::new();
+    let base_faults = sim.faults();
     let mut samples = Vec::new();
-    for (i, (name, text)) in SAMPLES.iter().enumerate() {
-        let walk = WALKS[i % WALKS.len()];
-        let mut body: Value = serde_json::from_str(text)?;
-        body["request_id"] = json!(format!("DEMO-{i}-{name}"));
-        let proc_name = body["procedure"]["name"].as_str().unwrap_or("").to_owned();
-        body["procedure"]["name"] = json!(format!("[sim:{walk}] {proc_name}"));
-        let r = http
-            .post(format!("http://{api}/v1/handoffs"))
-            .bearer_auth(INTAKE_TOKEN)
-            .json(&body)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            r.status().is_success(),
-            "sample {name} refused: {}",
-            r.status()
-        );
-        let doc: Value = r.json().await?;
-        let id = HandoffId::parse(doc["id"].as_str().unwrap_or("")).context("handoff id")?;
-        samples.push(Sample { name, walk, id });
+    // The first sample logs the gateway in, so the faults that follow spoil
+    // CreateOrder answers rather than the login.
+    samples.push(submit(&http, api, 0).await?);
+    wait_for(|| sim.stats().orders_created > 0).await;
+    // Each network fault once for sure, on the next sample's CreateOrder: the
+    // gateway takes each as ambiguous, and adopts the order from its first
+    // webhook or a lookup.
+    for (i, (what, fault, injected)) in FAULT_TOUR.iter().enumerate() {
+        println!("  {} gets {what}", SAMPLES[i + 1].0);
+        let before = injected(&sim.stats());
+        sim.set_faults(fault(base_faults.clone()));
+        samples.push(submit(&http, api, i + 1).await?);
+        wait_for(|| injected(&sim.stats()) > before).await;
+        sim.set_faults(base_faults.clone());
     }
+    for i in samples.len()..SAMPLES.len() {
+        samples.push(submit(&http, api, i).await?);
+    }
+    println!();
 
     let started = Instant::now();
     let tty = std::io::stdout().is_terminal();
@@ -334,10 +412,39 @@ max_ms = 2000
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    print_faults(&sim.stats());
     lifecycle.drain();
     server.await??;
     if !all_ok {
         println!("some samples did not end as expected");
     }
     Ok(all_ok)
+}
+
+/// What the simulated Vietnam Post injected, for the closing summary.
+fn print_faults(stats: &SimStats) {
+    let calls: u64 = stats.calls.values().sum();
+    println!(
+        "\nsimulated Vietnam Post: {calls} calls, {} orders created; injected:",
+        stats.orders_created
+    );
+    println!(
+        "  {} errors (500), {} rate limits (429), {} lost answers",
+        stats.errors_injected, stats.rate_limits_injected, stats.lost_answers_injected
+    );
+    println!(
+        "  {} connection resets, {} half answers, {} slow answers, {} HTML answers",
+        stats.resets_injected,
+        stats.half_answers_injected,
+        stats.slow_answers_injected,
+        stats.garbage_answers_injected
+    );
+    println!(
+        "  {} orders listed late, {} listings that left one out",
+        stats.listing_delays_injected, stats.listings_missing_orders
+    );
+    println!(
+        "  {} duplicate and {} reordered webhook records",
+        stats.duplicates_injected, stats.reorders_injected
+    );
 }

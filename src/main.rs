@@ -66,6 +66,20 @@ enum Command {
         rate_limit_rate: f64,
         #[arg(long, value_name = "F", default_value_t = 0.0)]
         lost_answer_rate: f64,
+        /// Reset the connection once a request is read, before any answer byte.
+        #[arg(long, value_name = "F", default_value_t = 0.0)]
+        reset_rate: f64,
+        /// Write an answer's status line and headers, then close.
+        #[arg(long, value_name = "F", default_value_t = 0.0)]
+        half_answer_rate: f64,
+        /// Answer normally but `--slow-answer-ms` late.
+        #[arg(long, value_name = "F", default_value_t = 0.0)]
+        slow_answer_rate: f64,
+        #[arg(long, value_name = "N", default_value_t = 3000)]
+        slow_answer_ms: u64,
+        /// Answer 200 with an HTML page instead of JSON.
+        #[arg(long, value_name = "F", default_value_t = 0.0)]
+        garbage_answer_rate: f64,
         #[arg(long, value_name = "N", default_value_t = 0)]
         latency_ms: u64,
         #[arg(long, value_name = "N", default_value_t = 0)]
@@ -88,6 +102,9 @@ enum Command {
         /// How long a new order stays out of GetListOrder.
         #[arg(long, value_name = "N", default_value_t = 0)]
         list_lag_ms: u64,
+        /// Most of a random extra delay, per order, on top of `--list-lag-ms`.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        listing_delay_ms: u64,
         #[arg(long, value_name = "N", default_value_t = 1)]
         seed: u64,
         /// The only login accepted (any when absent).
@@ -304,6 +321,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             error_rate,
             rate_limit_rate,
             lost_answer_rate,
+            reset_rate,
+            half_answer_rate,
+            slow_answer_rate,
+            slow_answer_ms,
+            garbage_answer_rate,
             latency_ms,
             latency_jitter_ms,
             token_ttl_s,
@@ -314,6 +336,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_webhooks,
             step_interval_ms,
             list_lag_ms,
+            listing_delay_ms,
             seed,
             username,
             password,
@@ -325,6 +348,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 latency_ms,
                 latency_jitter_ms,
                 lost_answer_rate,
+                reset_rate,
+                half_answer_rate,
+                slow_answer_rate,
+                slow_answer_ms,
+                garbage_answer_rate,
+                listing_delay_ms,
                 token_ttl_ms: token_ttl_s.saturating_mul(1000),
                 duplicate_webhook_rate,
                 reorder_webhook_rate,

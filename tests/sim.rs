@@ -681,6 +681,247 @@ async fn a_lost_answer_still_creates_the_order() {
     assert_eq!(sim.stats().lost_answers_injected, 10);
 }
 
+/// `GET /_sim/stats`, as a client of the simulator sees it.
+async fn stats_over_http(sim: &SimHandle) -> Value {
+    let (status, stats) =
+        send(reqwest::Client::new().get(format!("{}/_sim/stats", sim.base_url()))).await;
+    assert_eq!(status, 200, "{stats}");
+    stats
+}
+
+/// A raw HTTP/1.1 CreateOrder, to see the bytes a client gets.
+fn raw_create(api: &Api, sale_order_code: &str) -> Vec<u8> {
+    let body = create_body(sale_order_code, "").to_string();
+    let host = api.base.trim_start_matches("http://");
+    format!(
+        "POST /CreateOrder HTTP/1.1\r\nHost: {host}\r\ntoken: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        api.token,
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends `request` on a fresh connection and reads until the server closes
+/// it: the bytes received, and the error that ended the reading, if any.
+async fn raw_exchange(sim: &SimHandle, request: &[u8]) -> (Vec<u8>, Option<std::io::Error>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return None,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) => return Some(e),
+            }
+        }
+    })
+    .await
+    .expect("the server closes the connection");
+    (received, ended)
+}
+
+#[tokio::test]
+async fn a_reset_closes_the_connection_before_any_byte_yet_creates_the_order() {
+    let sim = start(quiet()).await;
+    let api = Api::login(&sim).await;
+    sim.set_faults(Faults {
+        reset_rate: 1.0,
+        ..Faults::default()
+    });
+    let sent = api
+        .http
+        .post(format!("{}/CreateOrder", api.base))
+        .header("token", &api.token)
+        .json(&create_body("h_reset_0", ""))
+        .send()
+        .await;
+    let e = sent.expect_err("a reset connection gives no answer");
+    assert!(e.status().is_none(), "{e:?}");
+    assert!(e.is_request() && !e.is_timeout(), "{e:?}");
+
+    let (received, ended) = raw_exchange(&sim, &raw_create(&api, "h_reset_1")).await;
+    assert!(
+        received.is_empty(),
+        "no byte of the answer: {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    let e = ended.expect("the connection is reset, not closed gracefully");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e:?}");
+
+    // Other calls are cut the same way and do nothing.
+    let sent = api
+        .http
+        .get(format!("{}/getOrder?type=1&code=EE000000000VN", api.base))
+        .header("token", &api.token)
+        .send()
+        .await;
+    assert!(sent.is_err_and(|e| e.status().is_none()));
+
+    let codes: Vec<String> = sim
+        .orders()
+        .into_iter()
+        .map(|o| o.sale_order_code)
+        .collect();
+    assert_eq!(codes, ["h_reset_0", "h_reset_1"]);
+    let stats = stats_over_http(&sim).await;
+    assert_eq!(stats["resets_injected"], 3, "{stats}");
+    assert_eq!(stats["orders_created"], 2, "{stats}");
+}
+
+#[tokio::test]
+async fn a_half_answer_gives_the_status_and_headers_but_no_body_yet_creates_the_order() {
+    let sim = start(quiet()).await;
+    let api = Api::login(&sim).await;
+    sim.set_faults(Faults {
+        half_answer_rate: 1.0,
+        ..Faults::default()
+    });
+    let answer = api
+        .http
+        .post(format!("{}/CreateOrder", api.base))
+        .header("token", &api.token)
+        .json(&create_body("h_half_0", ""))
+        .send()
+        .await
+        .expect("the head arrives");
+    assert_eq!(answer.status().as_u16(), 200);
+    let promised: usize = answer.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(promised > 0);
+    let body = answer.bytes().await;
+    assert!(body.is_err(), "the body cannot be read: {body:?}");
+
+    let (received, _) = raw_exchange(&sim, &raw_create(&api, "h_half_1")).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+    assert!(text.contains("content-length: "), "{text:?}");
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "the head and not one byte of the body: {text:?}"
+    );
+
+    assert_eq!(sim.orders().len(), 2);
+    assert_eq!(sim.orders_for("h_half_1").len(), 1);
+    let stats = stats_over_http(&sim).await;
+    assert_eq!(stats["half_answers_injected"], 2, "{stats}");
+}
+
+#[tokio::test]
+async fn a_slow_answer_comes_after_the_clients_timeout_yet_creates_the_order() {
+    let sim = start(quiet()).await;
+    let api = Api::login(&sim).await;
+    sim.set_faults(Faults {
+        slow_answer_rate: 1.0,
+        slow_answer_ms: 800,
+        ..Faults::default()
+    });
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let sent = impatient
+        .post(format!("{}/CreateOrder", api.base))
+        .header("token", &api.token)
+        .json(&create_body("h_slow_0", ""))
+        .send()
+        .await;
+    assert!(sent.is_err_and(|e| e.is_timeout()));
+    assert_eq!(sim.orders_for("h_slow_0").len(), 1, "created all the same");
+
+    let started = Instant::now();
+    let created = api.create("h_slow_1", "").await;
+    assert!(created["itemCode"].is_string(), "{created}");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+
+    let (status, orders) = send(api.http.get(format!("{}/_sim/orders", sim.base_url()))).await;
+    assert_eq!(status, 200);
+    assert_eq!(orders.as_array().map(Vec::len), Some(2), "{orders}");
+    let stats = stats_over_http(&sim).await;
+    assert_eq!(stats["slow_answers_injected"], 2, "{stats}");
+}
+
+#[tokio::test]
+async fn a_garbage_answer_is_a_200_html_page_yet_creates_the_order() {
+    let sim = start(quiet()).await;
+    let api = Api::login(&sim).await;
+    sim.set_faults(Faults {
+        garbage_answer_rate: 1.0,
+        ..Faults::default()
+    });
+    let answer = api
+        .http
+        .post(format!("{}/CreateOrder", api.base))
+        .header("token", &api.token)
+        .json(&create_body("h_garbage", ""))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status().as_u16(), 200);
+    assert!(
+        answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let body = answer.bytes().await.expect("a whole body");
+    assert!(!body.is_empty());
+    assert!(serde_json::from_slice::<Value>(&body).is_err(), "not JSON");
+
+    assert_eq!(sim.orders_for("h_garbage").len(), 1);
+    let stats = stats_over_http(&sim).await;
+    assert_eq!(stats["garbage_answers_injected"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn with_a_listing_delay_new_orders_are_listed_only_after_it() {
+    let sim = start(SimConfig {
+        faults: Faults {
+            listing_delay_ms: 400,
+            ..Faults::default()
+        },
+        ..quiet()
+    })
+    .await;
+    let api = Api::login(&sim).await;
+    let codes = ["h_late_0", "h_late_1", "h_late_2", "h_late_3", "h_late_4"];
+    for code in codes {
+        api.create(code, "").await;
+    }
+    let list = format!(
+        "GetListOrder?lastUpdateFrom={d}&lastUpdateTo={d}&type=GUI&size=500&page=0&isInternational=false",
+        d = query_day(today())
+    );
+    let listed = |body: Value| -> Vec<String> {
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["saleOrderCode"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let early = listed(api.get(&list).await.1);
+    assert!(
+        early.len() < codes.len(),
+        "some order not listed yet: {early:?}"
+    );
+    let stats = stats_over_http(&sim).await;
+    assert_eq!(stats["listing_delays_injected"], 5, "{stats}");
+    assert_eq!(stats["listings_missing_orders"], 1, "{stats}");
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let late = listed(api.get(&list).await.1);
+    assert_eq!(late, codes, "every order listed after the delay");
+    let stats = stats_over_http(&sim).await;
+    assert_eq!(stats["listings_missing_orders"], 1, "{stats}");
+    assert_eq!(sim.orders().len(), 5);
+}
+
 #[tokio::test]
 async fn the_admin_endpoints_change_faults_and_list_orders() {
     let sim = start(quiet()).await;
@@ -980,6 +1221,13 @@ fn every_walk_has_its_expected_final_status() {
 }
 
 fn postal_settings(base_url: &str) -> bcci_gateway::config::PostalSettings {
+    postal_settings_with_timeout(base_url, 2000)
+}
+
+fn postal_settings_with_timeout(
+    base_url: &str,
+    timeout_ms: u64,
+) -> bcci_gateway::config::PostalSettings {
     let toml = format!(
         r#"
         [postal]
@@ -988,7 +1236,7 @@ fn postal_settings(base_url: &str) -> bcci_gateway::config::PostalSettings {
         password = "secret"
         customer_code = "T000180585"
         webhook_keys = ["0123456789abcdef0123"]
-        timeout_ms = 2000
+        timeout_ms = {timeout_ms}
 
         [[intake.clients]]
         name = "motcua"
@@ -1142,6 +1390,83 @@ async fn the_gateways_client_creates_finds_tracks_and_cancels_against_the_simula
     sim.shutdown().await;
 }
 
+/// Creates an order through the gateway's own client, logged in before
+/// `faults` are set, and asserts the client took the failure as ambiguous and
+/// the order was created all the same.
+async fn the_client_finds_a_create_ambiguous_under(faults: Faults, timeout_ms: u64) -> SimHandle {
+    let sim = start(quiet()).await;
+    let settings = postal_settings_with_timeout(&sim.base_url(), timeout_ms);
+    let client = VnPostClient::new(&settings, Arc::new(Metrics::new())).expect("a client");
+    // Logs in while nothing is injected: a spoilt login is never ambiguous.
+    client
+        .find_orders("h_none", today(), today())
+        .await
+        .expect("listed");
+    sim.set_faults(faults);
+    let order = order_request(7, Kind::Return, 0);
+    match client.create_order(&order).await {
+        Err(CallFailure::Transient { ambiguous, .. }) => {
+            assert!(ambiguous, "the order may exist: the failure is ambiguous");
+        }
+        other => panic!("expected an ambiguous failure, got {other:?}"),
+    }
+    assert_eq!(sim.orders_for(order.handoff_id.as_str()).len(), 1);
+    sim
+}
+
+#[tokio::test]
+async fn the_gateways_client_takes_a_reset_after_the_request_as_ambiguous() {
+    let sim = the_client_finds_a_create_ambiguous_under(
+        Faults {
+            reset_rate: 1.0,
+            ..Faults::default()
+        },
+        2000,
+    )
+    .await;
+    assert_eq!(sim.stats().resets_injected, 1);
+}
+
+#[tokio::test]
+async fn the_gateways_client_takes_a_half_answer_as_ambiguous() {
+    let sim = the_client_finds_a_create_ambiguous_under(
+        Faults {
+            half_answer_rate: 1.0,
+            ..Faults::default()
+        },
+        2000,
+    )
+    .await;
+    assert_eq!(sim.stats().half_answers_injected, 1);
+}
+
+#[tokio::test]
+async fn the_gateways_client_takes_an_answer_past_its_timeout_as_ambiguous() {
+    let sim = the_client_finds_a_create_ambiguous_under(
+        Faults {
+            slow_answer_rate: 1.0,
+            slow_answer_ms: 1000,
+            ..Faults::default()
+        },
+        300,
+    )
+    .await;
+    assert_eq!(sim.stats().slow_answers_injected, 1);
+}
+
+#[tokio::test]
+async fn the_gateways_client_takes_a_200_html_page_as_ambiguous() {
+    let sim = the_client_finds_a_create_ambiguous_under(
+        Faults {
+            garbage_answer_rate: 1.0,
+            ..Faults::default()
+        },
+        2000,
+    )
+    .await;
+    assert_eq!(sim.stats().garbage_answers_injected, 1);
+}
+
 #[tokio::test]
 async fn the_postal_sim_command_prints_its_base_url_first() {
     use std::io::{BufRead, BufReader};
@@ -1158,6 +1483,18 @@ async fn the_postal_sim_command_prints_its_base_url_first() {
             "0",
             "--batch-size",
             "2",
+            "--reset-rate",
+            "0.0001",
+            "--half-answer-rate",
+            "0.0002",
+            "--slow-answer-rate",
+            "0.0003",
+            "--slow-answer-ms",
+            "2500",
+            "--garbage-answer-rate",
+            "0.0004",
+            "--listing-delay-ms",
+            "700",
             "--username",
             "partner",
             "--password",
@@ -1185,10 +1522,21 @@ async fn the_postal_sim_command_prints_its_base_url_first() {
             ),
     )
     .await;
+    let (_, faults) = send(reqwest::Client::new().get(format!("{base}/_sim/faults"))).await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(status, 200);
     assert_eq!(body["success"], true);
+    for (field, value) in [
+        ("reset_rate", json!(0.0001)),
+        ("half_answer_rate", json!(0.0002)),
+        ("slow_answer_rate", json!(0.0003)),
+        ("slow_answer_ms", json!(2500)),
+        ("garbage_answer_rate", json!(0.0004)),
+        ("listing_delay_ms", json!(700)),
+    ] {
+        assert_eq!(faults[field], value, "{field} in {faults}");
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod faults;
 mod orders;
 mod routes;
 mod sequences;
+mod server;
 mod state;
 mod validate;
 mod walker;
@@ -156,14 +157,7 @@ impl Simulator {
         let mut tasks = Vec::new();
         let app = routes::router(shared.clone());
         let server_stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(server_stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the postal simulator's server stopped");
-            }
-        }));
+        tasks.push(tokio::spawn(server::serve(listener, app, server_stop)));
         tasks.push(tokio::spawn(walker::run(shared.clone(), stop.clone())));
         if let Some(rx) = webhook_rx {
             tasks.push(tokio::spawn(webhooks::run(

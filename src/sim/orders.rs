@@ -77,6 +77,8 @@ pub(crate) struct Order {
     pub receiver: Party,
     /// Wall clock of creation, for the listing lag.
     pub created: Instant,
+    /// Drawn at creation; added to the listing lag.
+    pub listing_delay: Duration,
     pub draft: bool,
     pub history: Vec<StatusStep>,
     sequence: &'static Sequence,
@@ -172,6 +174,9 @@ pub(crate) struct Plan {
     pub sequence: &'static Sequence,
     pub needs_approval: bool,
     pub original_id: String,
+    /// Eventual consistency: how much later than the listing lag the order
+    /// appears in GetListOrder.
+    pub listing_delay: Duration,
 }
 
 /// What a cancellation did.
@@ -229,6 +234,7 @@ impl OrderBook {
             sender: new.sender,
             receiver: new.receiver,
             created: Instant::now(),
+            listing_delay: plan.listing_delay,
             draft: new.draft,
             history: Vec::new(),
             sequence: plan.sequence,

@@ -15,8 +15,9 @@ use axum::{Json, Router};
 use http_body_util::{Full, Limited};
 use serde_json::{Value, json};
 
-use super::faults::Faults;
+use super::faults::{AnswerFault, Faults};
 use super::orders::CancelOutcome;
+use super::server::Cut;
 use super::state::Shared;
 use super::validate::{self, Rules};
 use super::wire;
@@ -25,6 +26,14 @@ type SharedState = State<Arc<Shared>>;
 
 /// Most records in one GetListOrder page.
 const MAX_PAGE_SIZE: usize = 1000;
+
+/// Largest request body read before an answer is spoilt (axum's default
+/// limit for the endpoints' own extractors).
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// What a proxy in front of Vietnam Post answers when the service behind it
+/// fails: a 200 with an HTML page.
+const GARBAGE_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Service Unavailable</title></head>\n<body><h1>Service Unavailable</h1><p>The server is temporarily unable to service your request.</p><hr><address>Apache Server</address></body></html>\n";
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let carrier = Router::new()
@@ -42,8 +51,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     carrier.merge(admin).with_state(shared)
 }
 
-/// Counts the call, waits the latency, and injects 500 or 429 before the
-/// endpoint does anything.
+/// Counts the call, waits the latency, injects 500 or 429 before the
+/// endpoint does anything, and may spoil the answer (see [`AnswerFault`]).
 #[tracing::instrument(skip_all)]
 async fn faults(State(shared): SharedState, request: Request, next: Next) -> Response {
     let endpoint = request
@@ -52,7 +61,7 @@ async fn faults(State(shared): SharedState, request: Request, next: Next) -> Res
         .map_or_else(|| request.uri().path(), MatchedPath::as_str)
         .trim_start_matches('/')
         .to_owned();
-    shared.count(|s| *s.calls.entry(endpoint).or_default() += 1);
+    shared.count(|s| *s.calls.entry(endpoint.clone()).or_default() += 1);
     let latency = shared.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -70,7 +79,51 @@ async fn faults(State(shared): SharedState, request: Request, next: Next) -> Res
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return answer;
     }
-    next.run(request).await
+    match shared.answer_fault() {
+        None => next.run(request).await,
+        Some(fault) => spoilt_answer(&shared, &endpoint, fault, request, next).await,
+    }
+}
+
+/// Reads the request whole, lets the endpoint work when `fault` says so, and
+/// answers the way `fault` spoils it.
+async fn spoilt_answer(
+    shared: &Shared,
+    endpoint: &str,
+    fault: AnswerFault,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large").into_response(),
+    };
+    let request = Request::from_parts(parts, Body::from(body));
+    let answer = if fault.lets_work_happen(endpoint) {
+        Some(next.run(request).await)
+    } else {
+        None
+    };
+    shared.count(|s| fault.count(s));
+    tracing::debug!(endpoint, ?fault, "the answer is spoilt");
+    match fault {
+        AnswerFault::Reset => Cut::Reset.into_response(),
+        AnswerFault::HalfAnswer => {
+            let answer = answer.unwrap_or_else(|| Json(json!({"success": true})).into_response());
+            Cut::AfterHead.apply(answer)
+        }
+        AnswerFault::Garbage => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=iso-8859-1")],
+            GARBAGE_PAGE,
+        )
+            .into_response(),
+        AnswerFault::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            answer.unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+    }
 }
 
 /// A call carrying a valid `token` header.
@@ -202,20 +255,27 @@ async fn list_orders(
     let lag = shared.config.list_lag;
     let now = jiff::Timestamp::now();
     let book = shared.book();
-    let results: Vec<Value> = book
+    let (listed, unlisted): (Vec<_>, Vec<_>) = book
         .iter()
-        .filter(|o| domestic && !o.draft && o.created.elapsed() >= lag)
+        .filter(|o| domestic && !o.draft)
         .filter(|o| {
             // The carrier clock may run ahead of the wall clock; a listing
             // never shows an update later than now.
             let day = wire::vietnam_day(o.updated_at().min(now));
             from <= day && day <= to
         })
+        .partition(|o| o.created.elapsed() >= lag + o.listing_delay);
+    let results: Vec<Value> = listed
+        .into_iter()
         .skip(page.saturating_mul(size))
         .take(size)
         .map(wire::record)
         .collect();
+    let missing = !unlisted.is_empty();
     drop(book);
+    if missing {
+        shared.count(|s| s.listings_missing_orders += 1);
+    }
     Ok(Json(json!({"results": results})).into_response())
 }
 

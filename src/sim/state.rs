@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::SimConfig;
-use super::faults::{Faults, SimStats};
+use super::faults::{AnswerFault, Faults, SimStats};
 use super::orders::{CancelOutcome, OrderBook, Plan};
 use super::sequences::{self, APPROVAL_MARKER, COD_SEQUENCE, Sequence};
 use super::validate::NewOrder;
@@ -77,6 +77,22 @@ impl Shared {
         Duration::from_millis(f.latency_ms + jitter)
     }
 
+    /// The way this call's answer is spoilt, if it is.
+    pub fn answer_fault(&self) -> Option<AnswerFault> {
+        let f = self.faults();
+        if self.chance(f.reset_rate) {
+            Some(AnswerFault::Reset)
+        } else if self.chance(f.half_answer_rate) {
+            Some(AnswerFault::HalfAnswer)
+        } else if self.chance(f.garbage_answer_rate) {
+            Some(AnswerFault::Garbage)
+        } else if self.chance(f.slow_answer_rate) {
+            Some(AnswerFault::Slow(f.slow_answer()))
+        } else {
+            None
+        }
+    }
+
     pub fn count(&self, update: impl FnOnce(&mut SimStats)) {
         update(&mut lock(&self.stats));
     }
@@ -124,11 +140,15 @@ impl Shared {
     /// Creates the order; its record as CreateOrder answers it.
     pub fn create(&self, customer_code: &str, new: NewOrder) -> Value {
         let plan = self.plan(&new);
+        let delayed = !plan.listing_delay.is_zero();
         let mut book = self.book();
         let (order, first) = book.insert(customer_code, new, plan);
         let record = wire::record(order);
         drop(book);
-        self.count(|s| s.orders_created += 1);
+        self.count(|s| {
+            s.orders_created += 1;
+            s.listing_delays_injected += u64::from(delayed);
+        });
         self.emit(first);
         record
     }
@@ -144,10 +164,15 @@ impl Shared {
             || new.sale_order_code.contains(APPROVAL_MARKER)
             || self.chance(self.config.cancel_approval_rate);
         let original_id = format!("{:032X}", lock(&self.rng).random::<u128>());
+        let listing_delay = match self.faults().listing_delay_ms {
+            0 => Duration::ZERO,
+            max => Duration::from_millis(lock(&self.rng).random_range(0..=max)),
+        };
         Plan {
             sequence,
             needs_approval,
             original_id,
+            listing_delay,
         }
     }
 
