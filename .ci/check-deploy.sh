@@ -327,7 +327,7 @@ if [ -f "$WORK/k8s/env.sh" ]; then
   ( . "$WORK/k8s/env.sh"; exec "$BIN" check-config --config "$WORK/k8s/config.toml" ) \
     >"$WORK/cc.out" 2>&1 || rc=$?
   if [ "$rc" = 0 ] && ! grep -q 'kept in the file' "$WORK/cc.out"; then
-    note=$(grep -o 'warning: the holiday calendar ends on [0-9-]*' "$WORK/cc.out" | sed 's/warning: //' || true)
+    note=$(grep -o 'warning: the decreed days in \[calendar\] end on [0-9-]*' "$WORK/cc.out" | sed 's/warning: //' || true)
     ok "kubernetes: configmap.yaml's config.toml + secret.example.yaml pass bcci-gateway check-config, no secret in the file${note:+ (note: $note)}"
   else
     grep -E '^(warning|error|bcci-gateway)|^  - ' "$WORK/cc.out" >"$WORK/cc.short" || true

@@ -219,35 +219,31 @@ impl Default for SlaSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[calendar]`: what a decree decides beyond the statutory holidays, which
+/// are computed for every year (`domain::holidays`). The default is the
+/// statute alone.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CalendarSettings {
-    pub holidays: Vec<Date>,
+    /// Days off beyond the statute (e.g. a day swapped by a Prime Minister's decision).
+    pub extra_holidays: Vec<Date>,
+    /// Make-up working days (usually Saturdays); they win over any day off.
     pub extra_working_days: Vec<Date>,
+    /// Deprecated: read as `extra_holidays`, so that files listing every
+    /// holiday still load (listing a statutory holiday again is harmless).
+    pub holidays: Vec<Date>,
 }
 
-impl Default for CalendarSettings {
-    fn default() -> Self {
-        let holidays = [
-            "2026-01-01",
-            "2026-02-16",
-            "2026-02-17",
-            "2026-02-18",
-            "2026-02-19",
-            "2026-02-20",
-            "2026-04-27",
-            "2026-04-30",
-            "2026-05-01",
-            "2026-09-01",
-            "2026-09-02",
-        ];
-        Self {
-            holidays: holidays
-                .iter()
-                .map(|d| d.parse().expect("valid date"))
-                .collect(),
-            extra_working_days: Vec::new(),
-        }
+impl CalendarSettings {
+    /// `extra_holidays` and the deprecated `holidays`, sorted, without repeats.
+    pub fn days_off(&self) -> Vec<Date> {
+        let days: std::collections::BTreeSet<Date> = self
+            .extra_holidays
+            .iter()
+            .chain(&self.holidays)
+            .copied()
+            .collect();
+        days.into_iter().collect()
     }
 }
 
@@ -461,6 +457,14 @@ impl Settings {
                 3 * longest_call_s
             ),
         );
+        for day in &self.calendar.extra_working_days {
+            need(
+                !self.calendar.days_off().contains(day),
+                format!(
+                    "calendar.extra_working_days has {day}, which calendar.extra_holidays (or holidays) also lists"
+                ),
+            );
+        }
         need(
             self.retry.initial_ms > 0 && self.retry.initial_ms <= self.retry.max_ms,
             "retry.initial_ms must be positive and at most retry.max_ms".into(),
@@ -646,8 +650,8 @@ mod redacted {
             |d: &[jiff::civil::Date]| list(&d.iter().map(|x| x.to_string()).collect::<Vec<_>>());
         let _ = writeln!(
             o,
-            "\n[calendar]\nholidays = {}\nextra_working_days = {}",
-            dates(&s.calendar.holidays),
+            "\n[calendar]\nextra_holidays = {}\nextra_working_days = {}",
+            dates(&s.calendar.days_off()),
             dates(&s.calendar.extra_working_days)
         );
         let _ = writeln!(
@@ -700,7 +704,51 @@ mod tests {
         assert_eq!(s.retry.deadline_s, 172_800);
         assert_eq!(s.sla.remote_wards.get("26732"), Some(&4));
         assert_eq!(s.intake.clients[0].requests_per_second, 50);
-        assert_eq!(s.calendar.holidays.len(), 11);
+        assert!(s.calendar.days_off().is_empty(), "the statute alone");
+        assert!(s.calendar.extra_working_days.is_empty());
+    }
+
+    #[test]
+    fn an_old_calendar_listing_every_holiday_still_loads() {
+        let toml = format!(
+            "{MINIMAL}\n[calendar]\nholidays = [\"2026-01-01\", \"2026-02-16\", \"2026-02-20\", \"2026-12-24\"]\n"
+        );
+        let s = Settings::from_toml(&toml).unwrap();
+        let calendar = crate::events::sla_rules(&s).calendar;
+        for day in ["2026-01-01", "2026-02-16", "2026-02-20", "2026-12-24"] {
+            assert!(!calendar.is_working_day(day.parse().unwrap()), "{day}");
+        }
+        assert!(calendar.is_working_day("2026-12-23".parse().unwrap()));
+        assert_eq!(calendar.last_day(), "2026-12-31".parse().ok());
+        // The redacted rendering carries them over under the new key.
+        assert!(
+            s.redacted_toml()
+                .contains("extra_holidays = [\"2026-01-01\"")
+        );
+    }
+
+    #[test]
+    fn decreed_days_off_and_make_up_days_are_read() {
+        let toml = format!(
+            "{MINIMAL}\n[calendar]\nextra_holidays = [\"2025-01-27\"]\nholidays = [\"2024-02-08\"]\nextra_working_days = [\"2025-02-08\"]\n"
+        );
+        let s = Settings::from_toml(&toml).unwrap();
+        assert_eq!(
+            s.calendar.days_off(),
+            ["2024-02-08", "2025-01-27"].map(|d| d.parse::<Date>().unwrap())
+        );
+        let calendar = crate::events::sla_rules(&s).calendar;
+        assert!(!calendar.is_working_day("2025-01-27".parse().unwrap()));
+        assert!(calendar.is_working_day("2025-02-08".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_day_both_off_and_made_up_is_an_error() {
+        let toml = format!(
+            "{MINIMAL}\n[calendar]\nextra_holidays = [\"2026-05-09\"]\nextra_working_days = [\"2026-05-09\"]\n"
+        );
+        let err = Settings::from_toml(&toml).unwrap_err().to_string();
+        assert!(err.contains("calendar.extra_working_days"), "{err}");
     }
 
     #[test]

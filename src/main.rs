@@ -277,14 +277,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let today = jiff::Zoned::now()
                 .with_time_zone(bcci_gateway::domain::time::vietnam())
                 .date();
-            match calendar.last_day() {
-                None => eprintln!(
-                    "warning: [calendar] lists no holidays; SLA due times will ignore public holidays"
-                ),
-                Some(last) if (last - today).get_days() < 60 => eprintln!(
-                    "warning: the holiday calendar ends on {last}, within 60 days: add next year's holidays to [calendar]"
-                ),
-                Some(_) => {}
+            // The statutory holidays are computed for every year; only the
+            // decreed swaps can run out.
+            if let Some(last) = calendar.last_day()
+                && (last - today).get_days() < 60
+            {
+                eprintln!(
+                    "warning: the decreed days in [calendar] end on {last}, within 60 days: add next year's decreed days off and make-up days, if any, to [calendar]"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

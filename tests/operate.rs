@@ -134,11 +134,12 @@ async fn a_late_pickup_leg_is_a_breach_recorded_and_counted_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_calendar_horizon_and_working_hours_are_exported() {
     let dir = tempfile::tempdir().unwrap();
+    // The horizon is that of the decreed days; the statute never runs out.
     let s = settings(
         &dir.path().join("bcci.db"),
         "127.0.0.1:0",
         "http://127.0.0.1:9",
-        "",
+        "[calendar]\nextra_working_days = [\"2026-05-09\"]",
     );
     let app = Application::build(s).await.unwrap();
     let metrics = format!("http://{}/metrics", app.admin_addr());
@@ -162,7 +163,7 @@ async fn the_calendar_horizon_and_working_hours_are_exported() {
                 &bcci_gateway::domain::sla::Calendar::new(&[], &[]),
                 jiff::Timestamp::now(),
             );
-            // Today (2026-11-25) is no holiday, so the empty calendar agrees.
+            // Today (2026-11-25) is no holiday, so the unconfigured calendar agrees.
             assert!(
                 working.ends_with(if expected { " 1" } else { " 0" }),
                 "{text}"

@@ -2,6 +2,8 @@
 
 pub mod callback;
 pub mod handoff;
+pub mod holidays;
+pub mod lunar;
 pub mod ownership;
 pub mod phone;
 pub mod request;

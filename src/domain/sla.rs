@@ -4,22 +4,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
-use jiff::civil::{Date, Weekday};
+use jiff::civil::Date;
 
+use super::holidays;
 use super::request::Address;
 use super::time::vietnam;
 
-/// Working days: weekdays, less the public holidays, plus make-up days.
+/// Working days: weekdays, less the statutory public holidays (computed for
+/// every year, see [`super::holidays`]) and the decreed extra days off, plus
+/// the decreed make-up days.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Calendar {
-    holidays: BTreeSet<Date>,
+    extra_holidays: BTreeSet<Date>,
     extra_working_days: BTreeSet<Date>,
 }
 
 impl Calendar {
-    pub fn new(holidays: &[Date], extra_working_days: &[Date]) -> Self {
+    /// The statute plus the decreed days off and make-up working days (a
+    /// make-up day wins over any day off).
+    pub fn new(extra_holidays: &[Date], extra_working_days: &[Date]) -> Self {
         Self {
-            holidays: holidays.iter().copied().collect(),
+            extra_holidays: extra_holidays.iter().copied().collect(),
             extra_working_days: extra_working_days.iter().copied().collect(),
         }
     }
@@ -28,7 +33,9 @@ impl Calendar {
         if self.extra_working_days.contains(&d) {
             return true;
         }
-        !matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday) && !self.holidays.contains(&d)
+        !holidays::is_weekend(d)
+            && !self.extra_holidays.contains(&d)
+            && !holidays::is_statutory_day_off(d)
     }
 
     /// The `n`-th working day after `j` (`j` itself never counts).
@@ -44,11 +51,12 @@ impl Calendar {
         d
     }
 
-    /// The last day the calendar covers: 31 December of the latest year it
-    /// names a holiday or make-up day in.
+    /// How far the decreed days reach: 31 December of the latest year in
+    /// which an extra holiday or make-up day is configured; `None` when there
+    /// is none (the statutory holidays never run out).
     pub fn last_day(&self) -> Option<Date> {
         let latest = self
-            .holidays
+            .extra_holidays
             .iter()
             .chain(&self.extra_working_days)
             .map(|d| d.year())
@@ -238,15 +246,15 @@ mod tests {
     #[test]
     fn the_year_end_and_reunification_days_are_crossed() {
         let r = rules();
-        // Thursday 31 Dec 2026 + 1: Friday 1 Jan is not a 2027 holiday in this
-        // calendar, so it counts.
+        // Thursday 31 Dec 2026 + 1: Friday 1 Jan 2027 is a holiday although no
+        // 2027 day is configured, so Monday 4 Jan.
         let due = r.due_at(
             at("2026-12-31T09:00:00+07:00"),
             &addr("1", "01"),
             &addr("1", "01"),
             false,
         );
-        assert_eq!(due, at("2027-01-01T23:59:59+07:00"));
+        assert_eq!(due, at("2027-01-04T23:59:59+07:00"));
         // Wednesday 29 Apr 2026 + 2: 30 Apr and 1 May are holidays, then the weekend.
         let due = r.due_at(
             at("2026-04-29T09:00:00+07:00"),
@@ -255,6 +263,59 @@ mod tests {
             false,
         );
         assert_eq!(due, at("2026-05-05T23:59:59+07:00"));
+    }
+
+    fn unconfigured() -> SlaRules {
+        SlaRules {
+            calendar: Calendar::default(),
+            ..rules()
+        }
+    }
+
+    #[test]
+    fn tet_2027_is_skipped_with_no_configuration() {
+        // Tết 2027 is Saturday 6 Feb: Fri 5 – Tue 9 off, and Wed 10 – Thu 11
+        // in compensation for the weekend. Thursday 4 Feb + 1 = Friday 12 Feb.
+        let due = unconfigured().due_at(
+            at("2027-02-04T09:00:00+07:00"),
+            &addr("1", "01"),
+            &addr("1", "01"),
+            false,
+        );
+        assert_eq!(due, at("2027-02-12T23:59:59+07:00"));
+    }
+
+    #[test]
+    fn tet_2030_follows_the_vietnamese_lunar_calendar() {
+        // Tết 2030 is Saturday 2 Feb in Vietnam (Sunday 3 Feb in China): Fri 1
+        // – Tue 5 off, Wed 6 – Thu 7 in compensation. Thursday 31 Jan + 1 is
+        // Friday 8 Feb (by the Chinese calendar it would be Friday 1 Feb).
+        let due = unconfigured().due_at(
+            at("2030-01-31T09:00:00+07:00"),
+            &addr("1", "01"),
+            &addr("1", "01"),
+            false,
+        );
+        assert_eq!(due, at("2030-02-08T23:59:59+07:00"));
+        // Hùng Kings' day 2030 is Friday 12 Apr: Thursday 11 Apr + 1 = Monday 15.
+        let due = unconfigured().due_at(
+            at("2030-04-11T09:00:00+07:00"),
+            &addr("1", "01"),
+            &addr("1", "01"),
+            false,
+        );
+        assert_eq!(due, at("2030-04-15T23:59:59+07:00"));
+    }
+
+    #[test]
+    fn a_make_up_day_wins_over_a_statutory_holiday() {
+        let cal = Calendar::new(&[date(2024, 2, 8)], &[date(2024, 2, 15)]);
+        assert!(!cal.is_working_day(date(2024, 2, 8)), "decreed day off");
+        assert!(
+            cal.is_working_day(date(2024, 2, 15)),
+            "decreed back to work"
+        );
+        assert!(!Calendar::default().is_working_day(date(2024, 2, 15)));
     }
 
     #[test]

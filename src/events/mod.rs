@@ -97,7 +97,7 @@ pub fn sla_rules(settings: &Settings) -> SlaRules {
         class_one_provinces: settings.sla.class_one_provinces.iter().cloned().collect(),
         remote_wards: settings.sla.remote_wards.clone(),
         calendar: Calendar::new(
-            &settings.calendar.holidays,
+            &settings.calendar.days_off(),
             &settings.calendar.extra_working_days,
         ),
     }
