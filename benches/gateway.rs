@@ -70,10 +70,10 @@ fn gateway_child(config: &Path) -> ExitCode {
         bcci_gateway::telemetry::logging::init(&settings.log);
         let options = Options {
             run_workers: std::env::var(WORKERS_ENV).as_deref() != Ok("0"),
-            breaker: BreakerSettings {
+            breaker: Some(BreakerSettings {
                 failures_to_open: u32::MAX,
                 open_for: Duration::ZERO,
-            },
+            }),
             ..Options::default()
         };
         let app = Application::build_with(settings, options).await?;

@@ -40,7 +40,8 @@ pub struct Options {
     pub carrier: Option<Arc<dyn Carrier>>,
     /// False: no background workers; tests call `dispatcher().run_until_idle()`.
     pub run_workers: bool,
-    pub breaker: BreakerSettings,
+    /// `None`: `postal.breaker_failures` and `postal.breaker_open_s`.
+    pub breaker: Option<BreakerSettings>,
 }
 
 impl Default for Options {
@@ -49,7 +50,7 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             carrier: None,
             run_workers: true,
-            breaker: BreakerSettings::default(),
+            breaker: None,
         }
     }
 }
@@ -104,7 +105,10 @@ impl Application {
         };
         let guard = Arc::new(PostalGuard::new(
             settings.postal.max_requests_per_second,
-            options.breaker,
+            options.breaker.unwrap_or(BreakerSettings {
+                failures_to_open: settings.postal.breaker_failures.max(1),
+                open_for: Duration::from_secs(settings.postal.breaker_open_s),
+            }),
             metrics.clone(),
         ));
         let dispatcher = Arc::new(Dispatcher::new(

@@ -135,6 +135,12 @@ pub struct PostalSettings {
     pub lookup_delay_s: u64,
     #[serde(default = "defaults::reconcile_after_s")]
     pub reconcile_after_s: u64,
+    /// Consecutive transient failures that open the circuit breaker.
+    #[serde(default = "defaults::breaker_failures")]
+    pub breaker_failures: u32,
+    /// Seconds the breaker stays open before one probe call is let through.
+    #[serde(default = "defaults::breaker_open_s")]
+    pub breaker_open_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -288,6 +294,12 @@ mod defaults {
     }
     pub fn reconcile_after_s() -> u64 {
         21_600
+    }
+    pub fn breaker_failures() -> u32 {
+        5
+    }
+    pub fn breaker_open_s() -> u64 {
+        30
     }
     pub fn requests_per_second() -> u32 {
         50
@@ -605,6 +617,8 @@ mod redacted {
         let _ = writeln!(o, "max_requests_per_second = {}", p.max_requests_per_second);
         let _ = writeln!(o, "lookup_delay_s = {}", p.lookup_delay_s);
         let _ = writeln!(o, "reconcile_after_s = {}", p.reconcile_after_s);
+        let _ = writeln!(o, "breaker_failures = {}", p.breaker_failures);
+        let _ = writeln!(o, "breaker_open_s = {}", p.breaker_open_s);
         let _ = writeln!(o, "\n[intake]\ntimeout_ms = {}", s.intake.timeout_ms);
         for c in &s.intake.clients {
             let _ = writeln!(o, "\n[[intake.clients]]");

@@ -174,10 +174,10 @@ async fn gateway_with(postal_url: &str) -> Gateway {
         Options {
             clock: clock.clone(),
             run_workers: false,
-            breaker: BreakerSettings {
+            breaker: Some(BreakerSettings {
                 failures_to_open: 1_000_000,
                 open_for: Duration::from_millis(1),
-            },
+            }),
             ..Options::default()
         },
     )

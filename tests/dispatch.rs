@@ -356,7 +356,7 @@ async fn harness(
         Options {
             clock: clock.clone(),
             run_workers: false,
-            breaker,
+            breaker: Some(breaker),
             ..Options::default()
         },
     )

@@ -40,6 +40,10 @@ pub fn bin() -> PathBuf {
     static CHOSEN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     CHOSEN
         .get_or_init(|| {
+            assert!(
+                std::env::var_os("CI").is_none() || std::env::var_os("BCCI_TEST_BIN").is_some(),
+                "in CI the process-level tests run the release binary: set BCCI_TEST_BIN (.ci/run does)"
+            );
             let chosen = match std::env::var_os("BCCI_TEST_BIN") {
                 Some(path) => {
                     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -52,7 +56,13 @@ pub fn bin() -> PathBuf {
                 }
                 None => PathBuf::from(BUILT),
             };
-            eprintln!("testing the gateway binary {}", chosen.display());
+            // Past the harness's capture, so every run's log says which.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "testing the gateway binary {}",
+                chosen.display()
+            );
             chosen
         })
         .clone()
@@ -247,6 +257,10 @@ webhook_keys = ["{KEY}"]
 timeout_ms = 1000
 lookup_delay_s = 1
 max_requests_per_second = 1000
+# The simulator fails up to half the calls; the breaker (tested on its own in
+# tests/dispatch.rs) would stop the run for its whole open time.
+breaker_failures = 50
+breaker_open_s = 1
 
 [intake]
 timeout_ms = 1000
