@@ -56,6 +56,18 @@ pub struct CarrierOrder {
     pub status_code: Option<i64>,
 }
 
+impl CarrierOrder {
+    /// The facts of this order a handoff records when it owns it.
+    pub fn postal_order(&self) -> crate::domain::PostalOrder {
+        crate::domain::PostalOrder {
+            order_id: self.order_id.clone(),
+            original_id: self.original_id.clone(),
+            tracking_number: self.tracking_number.clone(),
+            postage_vnd: self.postage_vnd,
+        }
+    }
+}
+
 /// How a call to the carrier failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallFailure {

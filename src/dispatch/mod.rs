@@ -213,7 +213,7 @@ impl Dispatcher {
         orders: &[CarrierOrder],
         format: BodyFormat,
     ) -> anyhow::Result<Vec<crate::store::SettledOrder>> {
-        let orders: Vec<PostalOrder> = orders.iter().map(postal_order).collect();
+        let orders: Vec<PostalOrder> = orders.iter().map(CarrierOrder::postal_order).collect();
         let settled = self
             .store
             .settle_orders(&job.handoff.id, &orders, format, self.clock.now())
@@ -406,7 +406,7 @@ impl Dispatcher {
                 last_error: Some(error),
             },
             Plan::Adopt { order, duplicates } => PostalOutcome::Adopt {
-                order: postal_order(&order),
+                order: order.postal_order(),
                 duplicates: duplicates.into_iter().map(|o| o.original_id).collect(),
                 format,
             },
@@ -471,15 +471,12 @@ impl Dispatcher {
                 let mut orders = match listed {
                     Ok(orders) => orders,
                     Err(failure) => {
-                        let outcome = self.cancel_retry(&job, &failure, format, None);
+                        let outcome = self.cancel_retry(&job, &failure, format);
                         return self.finish(&job, outcome).await;
                     }
                 };
                 if orders.is_empty() {
-                    let outcome = PostalOutcome::Cancelled {
-                        order: None,
-                        format,
-                    };
+                    let outcome = PostalOutcome::Cancelled { format };
                     return self.finish(&job, outcome).await;
                 }
                 plan::earliest_first(&mut orders);
@@ -500,22 +497,15 @@ impl Dispatcher {
         let answer = self.carrier.cancel_order(&original_id).await;
         permit.record(guard_result(answer.as_ref().err()));
         let outcome = match answer {
-            Ok(CancelAnswer::Cancelled) => PostalOutcome::Cancelled {
-                order: None,
-                format,
-            },
-            Ok(CancelAnswer::Pending { case_id }) => PostalOutcome::CancelPending {
-                case_id,
-                order: None,
-            },
+            Ok(CancelAnswer::Cancelled) => PostalOutcome::Cancelled { format },
+            Ok(CancelAnswer::Pending { case_id }) => PostalOutcome::CancelPending { case_id },
             Ok(CancelAnswer::Refused { message }) | Err(CallFailure::Refused { message }) => {
                 PostalOutcome::CancelRefused {
                     reason: message,
-                    order: None,
                     format,
                 }
             }
-            Err(failure) => self.cancel_retry(&job, &failure, format, None),
+            Err(failure) => self.cancel_retry(&job, &failure, format),
         };
         self.finish(&job, outcome).await
     }
@@ -525,7 +515,6 @@ impl Dispatcher {
         job: &PostalJob,
         failure: &CallFailure,
         format: BodyFormat,
-        found: Option<PostalOrder>,
     ) -> PostalOutcome {
         let now = self.clock.now();
         match self.rules.retry.next(
@@ -543,7 +532,6 @@ impl Dispatcher {
             },
             crate::domain::retry::Next::GiveUp => PostalOutcome::CancelRefused {
                 reason: "no answer from Vietnam Post before the retry deadline".into(),
-                order: found,
                 format,
             },
         }
@@ -615,16 +603,6 @@ fn guard_result(failure: Option<&CallFailure>) -> CallResult {
             retry_after: f.retry_after(),
         },
         _ => CallResult::Answered,
-    }
-}
-
-/// The facts of a carrier's order a handoff records.
-pub(crate) fn postal_order(o: &CarrierOrder) -> PostalOrder {
-    PostalOrder {
-        order_id: o.order_id.clone(),
-        original_id: o.original_id.clone(),
-        tracking_number: o.tracking_number.clone(),
-        postage_vnd: o.postage_vnd,
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::SignedDuration;
 
 use super::EventsState;
-use crate::carrier::{CallFailure, Carrier};
+use crate::carrier::{CallFailure, Carrier, CarrierOrder};
 use crate::dispatch::guard::{CallResult, PostalGuard};
 use crate::domain::ownership::OrderFate;
 use crate::domain::state_machine::CarrierEvent;
@@ -157,7 +157,7 @@ impl Poller {
                 return Ok(());
             }
         };
-        let orders: Vec<PostalOrder> = orders.iter().map(crate::dispatch::postal_order).collect();
+        let orders: Vec<PostalOrder> = orders.iter().map(CarrierOrder::postal_order).collect();
         let format = self
             .state
             .context

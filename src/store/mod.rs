@@ -164,23 +164,14 @@ pub enum PostalOutcome {
     /// Nothing more to do (a duplicate cancelled, or the handoff moved on).
     Complete { note: Option<String> },
     /// The order is cancelled (or none was ever made): the handoff is
-    /// `cancelled`. `order` is one found by a lookup, recorded first.
-    Cancelled {
-        order: Option<PostalOrder>,
-        format: BodyFormat,
-    },
+    /// `cancelled`. An order a cancel's lookup found was settled before
+    /// (see [`Store::settle_orders`]).
+    Cancelled { format: BodyFormat },
     /// Vietnam Post must approve the cancel; a later status 9 or 22 completes it.
-    CancelPending {
-        case_id: Option<String>,
-        order: Option<PostalOrder>,
-    },
+    CancelPending { case_id: Option<String> },
     /// The cancel was refused or got no answer in time: relayed as
     /// `handoff.cancel_refused`, the status unchanged.
-    CancelRefused {
-        reason: String,
-        order: Option<PostalOrder>,
-        format: BodyFormat,
-    },
+    CancelRefused { reason: String, format: BodyFormat },
 }
 
 /// What a cancel request found.

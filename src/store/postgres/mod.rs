@@ -492,29 +492,6 @@ async fn adopt(
     record_change(tx, id, previous, change, now).await
 }
 
-/// Records the ids of an order found by a lookup when the handoff has none.
-async fn record_order(
-    tx: &mut sqlx::PgConnection,
-    id: &HandoffId,
-    order: &crate::domain::PostalOrder,
-    now: jiff::Timestamp,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE handoffs SET tracking_number = COALESCE(tracking_number, $1), \
-         carrier_order_id = COALESCE(carrier_order_id, $2), carrier_original_id = COALESCE(carrier_original_id, $3), \
-         postage_vnd = COALESCE(postage_vnd, $4), updated_at = $5 WHERE id = $6",
-    )
-    .bind(order.tracking_number.as_deref())
-    .bind(&order.order_id)
-    .bind(&order.original_id)
-    .bind(order.postage_vnd)
-    .bind(ms(now))
-    .bind(id.as_str())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
 /// Records the item code of the handoff's order, once Vietnam Post reports it.
 async fn fill_tracking_number(
     tx: &mut sqlx::PgConnection,
@@ -1124,10 +1101,7 @@ impl Store for PostgresStore {
                     record_change(&mut tx, id, previous, change, now).await?;
                 }
             }
-            PostalOutcome::Cancelled { order, format } => {
-                if let Some(order) = &order {
-                    record_order(&mut tx, id, order, now).await?;
-                }
+            PostalOutcome::Cancelled { format } => {
                 stop_create_job(&mut tx, id, now).await?;
                 let from = [
                     Status::Received,
@@ -1149,10 +1123,7 @@ impl Store for PostgresStore {
                     record_change(&mut tx, id, previous, change, now).await?;
                 }
             }
-            PostalOutcome::CancelPending { case_id, order } => {
-                if let Some(order) = &order {
-                    record_order(&mut tx, id, order, now).await?;
-                }
+            PostalOutcome::CancelPending { case_id } => {
                 let reason = match &case_id {
                     Some(c) => format!("cancel pending Vietnam Post's approval (CaseId {c})"),
                     None => "cancel pending Vietnam Post's approval".to_owned(),
@@ -1169,14 +1140,7 @@ impl Store for PostgresStore {
                 };
                 insert_timeline(&mut tx, id, &entry, now).await?;
             }
-            PostalOutcome::CancelRefused {
-                reason,
-                order,
-                format,
-            } => {
-                if let Some(order) = &order {
-                    record_order(&mut tx, id, order, now).await?;
-                }
+            PostalOutcome::CancelRefused { reason, format } => {
                 let status: String =
                     sqlx::query_scalar("SELECT status FROM handoffs WHERE id = $1")
                         .bind(id.as_str())

@@ -578,29 +578,6 @@ async fn adopt(
     record_change(tx, id, previous, change, now).await
 }
 
-/// Records the ids of an order found by a lookup when the handoff has none.
-async fn record_order(
-    tx: &mut sqlx::SqliteConnection,
-    id: &HandoffId,
-    order: &crate::domain::PostalOrder,
-    now: jiff::Timestamp,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE handoffs SET tracking_number = COALESCE(tracking_number, ?), \
-         carrier_order_id = COALESCE(carrier_order_id, ?), carrier_original_id = COALESCE(carrier_original_id, ?), \
-         postage_vnd = COALESCE(postage_vnd, ?), updated_at = ? WHERE id = ?",
-    )
-    .bind(order.tracking_number.as_deref())
-    .bind(&order.order_id)
-    .bind(&order.original_id)
-    .bind(order.postage_vnd)
-    .bind(ms(now))
-    .bind(id.as_str())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
 /// Records the item code of the handoff's order, once Vietnam Post reports it.
 async fn fill_tracking_number(
     tx: &mut sqlx::SqliteConnection,

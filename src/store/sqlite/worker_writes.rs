@@ -18,7 +18,7 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    insert_timeline, move_handoff, queue_callback, queue_order_cancel, record_change, record_order,
+    insert_timeline, move_handoff, queue_callback, queue_order_cancel, record_change,
     stop_create_job,
 };
 use crate::domain::CreateStep;
@@ -444,10 +444,7 @@ async fn finish_postal(conn: &mut SqliteConnection, w: &FinishPostal) -> Result<
                 record_change(&mut *conn, id, previous, change, now).await?;
             }
         }
-        PostalOutcome::Cancelled { order, format } => {
-            if let Some(order) = &order {
-                record_order(&mut *conn, id, order, now).await?;
-            }
+        PostalOutcome::Cancelled { format } => {
             stop_create_job(&mut *conn, id, now).await?;
             let from = [
                 Status::Received,
@@ -469,10 +466,7 @@ async fn finish_postal(conn: &mut SqliteConnection, w: &FinishPostal) -> Result<
                 record_change(&mut *conn, id, previous, change, now).await?;
             }
         }
-        PostalOutcome::CancelPending { case_id, order } => {
-            if let Some(order) = &order {
-                record_order(&mut *conn, id, order, now).await?;
-            }
+        PostalOutcome::CancelPending { case_id } => {
             let reason = match &case_id {
                 Some(c) => format!("cancel pending Vietnam Post's approval (CaseId {c})"),
                 None => "cancel pending Vietnam Post's approval".to_owned(),
@@ -489,14 +483,7 @@ async fn finish_postal(conn: &mut SqliteConnection, w: &FinishPostal) -> Result<
             };
             insert_timeline(&mut *conn, id, &entry, now).await?;
         }
-        PostalOutcome::CancelRefused {
-            reason,
-            order,
-            format,
-        } => {
-            if let Some(order) = &order {
-                record_order(&mut *conn, id, order, now).await?;
-            }
+        PostalOutcome::CancelRefused { reason, format } => {
             let status: String = sqlx::query_scalar("SELECT status FROM handoffs WHERE id = ?")
                 .bind(id.as_str())
                 .fetch_one(&mut *conn)
