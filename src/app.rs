@@ -29,7 +29,7 @@ use crate::intake::{self, IntakeState};
 use crate::lifecycle::Lifecycle;
 use crate::probes::{self, ProbeState};
 use crate::relay::Relay;
-use crate::store::{self, SharedStore};
+use crate::store::{self, SharedStore, StoreHealth};
 use crate::telemetry::Metrics;
 
 /// How to build the application; tests replace the clock, the carrier or
@@ -77,6 +77,8 @@ pub struct Application {
     intake: Router,
     admin: Router,
     store: SharedStore,
+    /// The store's last known health (intake answers 503 first while down).
+    health: StoreHealth,
     lifecycle: Lifecycle,
     grace: Duration,
 }
@@ -126,6 +128,7 @@ impl Application {
             clock.clone(),
             metrics.clone(),
         )?);
+        let health = StoreHealth::default();
         let intake_state = IntakeState {
             store: store.clone(),
             clients: Arc::new(intake::auth::client_table(&settings.intake.clients)),
@@ -135,9 +138,11 @@ impl Application {
             metrics: metrics.clone(),
             clock: clock.clone(),
             formats: Arc::new(events::callback_formats(&settings)),
+            health: health.clone(),
         };
         let probe_state = ProbeState {
             store: store.clone(),
+            health: health.clone(),
             lifecycle: lifecycle.clone(),
             metrics: metrics.clone(),
         };
@@ -191,6 +196,7 @@ impl Application {
             intake,
             admin,
             store,
+            health,
             lifecycle,
             grace: Duration::from_secs(settings.server.shutdown_grace_s),
         })
@@ -254,6 +260,11 @@ impl Application {
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stop_serving(lc.clone(), window));
+        tokio::spawn(watch_store(
+            self.store.clone(),
+            self.health.clone(),
+            lc.clone(),
+        ));
         let workers = if self.run_workers {
             let dispatch =
                 self.dispatcher
@@ -317,6 +328,21 @@ impl Application {
 
 /// How often the gauges that describe the whole store are refreshed.
 const STORE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often the store's health is checked while no request finds it out.
+const STORE_WATCH: Duration = Duration::from_secs(1);
+
+/// Pings the store every [`STORE_WATCH`] until the drain, so intake learns of
+/// an outage (and of its end) without waiting for a request to fail.
+async fn watch_store(store: SharedStore, health: StoreHealth, lifecycle: Lifecycle) {
+    while !lifecycle.is_draining() {
+        health.record(&store.ping().await);
+        tokio::select! {
+            () = tokio::time::sleep(STORE_WATCH) => {}
+            () = lifecycle.drained() => {}
+        }
+    }
+}
 
 /// Exports the gauges that describe the whole store (every process does;
 /// dashboards aggregate them with `max`).

@@ -15,6 +15,8 @@ use crate::telemetry::Metrics;
 #[derive(Clone)]
 pub struct ProbeState {
     pub store: SharedStore,
+    /// Readiness records what its ping found.
+    pub health: crate::store::StoreHealth,
     pub lifecycle: Lifecycle,
     pub metrics: Arc<Metrics>,
 }
@@ -40,7 +42,9 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
     if state.lifecycle.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    match state.store.ping().await {
+    let pinged = state.store.ping().await;
+    state.health.record(&pinged);
+    match pinged {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: store unavailable");

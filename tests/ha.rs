@@ -497,6 +497,25 @@ async fn a_database_outage_turns_readiness_503_loses_nothing_and_recovers_by_its
         refused.load(Ordering::SeqCst) > refused_before,
         "intake answers 503 while the database is away"
     );
+    // 503 comes first (intake-api.md): a malformed or invalid body, or no
+    // credentials at all, is not judged while nothing could be stored.
+    for (body, token) in [
+        ("{\"request_id\":", Some(TOKEN)),
+        ("{\"request_id\": 7}", Some(TOKEN)),
+        ("{}", None),
+    ] {
+        let mut request = http
+            .post(format!("http://127.0.0.1:{port}/v1/handoffs"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), 503, "{body} during the outage");
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(problem["type"], "urn:bcci:problem:unavailable", "{problem}");
+    }
     gateway.assert_alive();
 
     // It comes back: the gateway recovers without a restart.

@@ -38,6 +38,8 @@ pub struct IntakeState {
     pub clock: Arc<dyn Clock>,
     /// Each client's callback format.
     pub formats: Arc<std::collections::HashMap<String, crate::domain::callback::BodyFormat>>,
+    /// The store's last known health: 503 first while it is down.
+    pub health: crate::store::StoreHealth,
 }
 
 /// Seconds a client should wait before retrying when the gateway is unavailable.
@@ -81,13 +83,17 @@ fn answer(status: StatusCode, format: Format, root: &str, doc: &Value) -> Respon
 }
 
 impl IntakeState {
-    /// The common checks before any work: drain, credentials, rate.
+    /// The common checks before any work, in the contract's order: drain
+    /// and store outage, credentials, rate.
     fn admit(&self, headers: &HeaderMap) -> Result<Arc<Client>, Problem> {
         if self.lifecycle.is_draining() {
             return Err(
                 Problem::new(ProblemKind::Unavailable, "the gateway is shutting down")
                     .retry_after(UNAVAILABLE_RETRY_S),
             );
+        }
+        if !self.health.is_up() {
+            return Err(unavailable());
         }
         let client = self.clients.authenticate(headers).ok_or_else(|| {
             Problem::new(
@@ -107,10 +113,19 @@ impl IntakeState {
     }
 }
 
-fn store_problem(e: &StoreError) -> Problem {
-    tracing::error!(error = %e, "store failed");
+fn unavailable() -> Problem {
     Problem::new(ProblemKind::Unavailable, "the store is unavailable")
         .retry_after(UNAVAILABLE_RETRY_S)
+}
+
+impl IntakeState {
+    /// A store failure: 503, and the store is taken as down until it
+    /// answers again.
+    fn store_problem(&self, e: StoreError) -> Problem {
+        tracing::error!(error = %e, "store failed");
+        self.health.record::<()>(&Err(e));
+        unavailable()
+    }
 }
 
 /// Reads a body of at most `limit` bytes.
@@ -219,7 +234,7 @@ async fn create(
                 .store
                 .timeline(&handoff.id)
                 .await
-                .map_err(|e| store_problem(&e))?;
+                .map_err(|e| state.store_problem(e))?;
             Ok(Created::Again(wire::handoff(&handoff, Some(&timeline))))
         }
         Ok(CreateOutcome::Existing {
@@ -229,7 +244,7 @@ async fn create(
             ProblemKind::Conflict,
             "request_id was already used with a different request",
         )),
-        Err(e) => Err(store_problem(&e)),
+        Err(e) => Err(state.store_problem(e)),
     }
 }
 
@@ -249,13 +264,13 @@ async fn read_handoff(
             .store
             .handoff(Some(&client.name), &id)
             .await
-            .map_err(|e| store_problem(&e))?
+            .map_err(|e| state.store_problem(e))?
             .ok_or_else(not_found)?;
         let timeline = state
             .store
             .timeline(&id)
             .await
-            .map_err(|e| store_problem(&e))?;
+            .map_err(|e| state.store_problem(e))?;
         Ok::<_, Problem>(wire::handoff(&handoff, Some(&timeline)))
     }
     .await;
@@ -283,14 +298,14 @@ async fn cancel_handoff(
             .store
             .request_cancel(&client.name, &id, callback_format, state.clock.now())
             .await
-            .map_err(|e| store_problem(&e))?;
+            .map_err(|e| state.store_problem(e))?;
         match outcome {
             CancelRequest::Accepted(handoff) => {
                 let timeline = state
                     .store
                     .timeline(&id)
                     .await
-                    .map_err(|e| store_problem(&e))?;
+                    .map_err(|e| state.store_problem(e))?;
                 Ok(wire::handoff(&handoff, Some(&timeline)))
             }
             CancelRequest::NotAllowed(handoff) => Err(Problem::new(
@@ -405,7 +420,7 @@ async fn list_handoffs(
             .store
             .list_handoffs(&filter, limit, cursor.as_deref())
             .await
-            .map_err(|e| store_problem(&e))?;
+            .map_err(|e| state.store_problem(e))?;
         Ok::<_, Problem>(page)
     }
     .await;

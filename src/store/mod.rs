@@ -5,6 +5,7 @@
 
 pub mod admin;
 mod group;
+pub mod health;
 pub mod postgres;
 mod shared;
 pub mod sqlite;
@@ -18,6 +19,7 @@ use crate::domain::callback::BodyFormat;
 use crate::domain::{CreateStep, Handoff, HandoffId, HandoffRequest, PostalOrder, TimelineEntry};
 
 pub use admin::AdminStore;
+pub use health::StoreHealth;
 
 /// A store that cannot do what was asked.
 #[derive(Debug, thiserror::Error)]
