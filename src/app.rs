@@ -245,6 +245,7 @@ impl Application {
             admin = %self.admin_addr(),
             "bcci-gateway serving"
         );
+        crate::lifecycle::notify_service_manager("READY=1");
         // Listeners keep answering through the drain (intake 503, webhooks
         // still stored) and close once the drain window has passed.
         let window = self.grace.min(DRAIN_WINDOW);
@@ -307,6 +308,7 @@ impl Application {
         tokio::select! {
             result = &mut servers => { result?; }
             () = lc.drained() => {
+                crate::lifecycle::notify_service_manager("STOPPING=1");
                 tracing::info!(grace_s = self.grace.as_secs(), "draining");
                 match tokio::time::timeout(self.grace, &mut servers).await {
                     Ok(result) => { result?; }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -105,8 +105,17 @@ impl Default for StoreSettings {
 #[serde(deny_unknown_fields)]
 pub struct PostalSettings {
     pub base_url: String,
+    #[serde(default = "defaults::no_secret")]
     pub username: SecretString,
+    #[serde(default = "defaults::no_secret")]
     pub password: SecretString,
+    /// Read `username` from this file instead (a systemd credential, a
+    /// mounted Kubernetes Secret); `BCCI_POSTAL__USERNAME_FILE`.
+    #[serde(default)]
+    pub username_file: Option<PathBuf>,
+    /// Read `password` from this file instead; `BCCI_POSTAL__PASSWORD_FILE`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     pub customer_code: String,
     #[serde(default)]
     pub contract_code: String,
@@ -122,7 +131,11 @@ pub struct PostalSettings {
     pub address_map: String,
     #[serde(default = "defaults::transient_errors")]
     pub transient_errors: Vec<String>,
+    #[serde(default)]
     pub webhook_keys: Vec<SecretString>,
+    /// Read `webhook_keys` from this file instead, one key per line.
+    #[serde(default)]
+    pub webhook_keys_file: Option<PathBuf>,
     #[serde(default)]
     pub webhook_allow_ips: Vec<IpNet>,
     #[serde(default = "defaults::webhook_max_body_bytes")]
@@ -160,7 +173,11 @@ pub struct ClientSettings {
     #[serde(default = "defaults::requests_per_second")]
     pub requests_per_second: u32,
     pub callback_url: String,
+    #[serde(default)]
     pub callback_secrets: Vec<SecretString>,
+    /// Read `callback_secrets` from this file instead, one per line.
+    #[serde(default)]
+    pub callback_secrets_file: Option<PathBuf>,
     #[serde(default)]
     pub callback_format: CallbackFormat,
     #[serde(default)]
@@ -301,8 +318,100 @@ mod defaults {
     pub fn breaker_open_s() -> u64 {
         30
     }
+    /// A secret not given (it may come from its `_file` key).
+    pub fn no_secret() -> secrecy::SecretString {
+        secrecy::SecretString::from(String::new())
+    }
     pub fn requests_per_second() -> u32 {
         50
+    }
+}
+
+/// Only `BCCI_SECTION__KEY` variables are configuration; others, such as the
+/// ones Kubernetes injects for Services, are ignored.
+fn configuration_variables(env: Env) -> Env {
+    env.filter(|key| key.as_str().contains("__"))
+        .split("__")
+        .lowercase(true)
+}
+
+/// Where to reach the admin listener of the gateway `file` (and the
+/// `BCCI_SERVER__ADMIN_LISTEN` variable) configures, for `healthcheck`: only
+/// that key is read, so no secret needs to be present. An unspecified
+/// address (`0.0.0.0`, `::`) is reached on loopback.
+pub fn admin_address(file: Option<&Path>) -> Result<SocketAddr, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(file) = file {
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    let listen: Option<SocketAddr> = figment
+        .merge(configuration_variables(Env::prefixed("BCCI_")))
+        .extract_inner("server.admin_listen")
+        .or_else(|e| {
+            if e.missing() {
+                Ok(None)
+            } else {
+                Err(Box::new(e))
+            }
+        })?;
+    let mut listen = listen.unwrap_or_else(|| ServerSettings::default().admin_listen);
+    if listen.ip().is_unspecified() {
+        listen.set_ip(match listen {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(listen)
+}
+
+/// The content of a secret's file; the problem names the key, never the content.
+fn secret_file(path: &Path, key: &str) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("{key}_file: cannot read {}: {e}", path.display()))
+}
+
+fn read_one(
+    value: &mut SecretString,
+    file: &Option<PathBuf>,
+    key: &str,
+    problems: &mut Vec<String>,
+) {
+    let Some(path) = file else { return };
+    if !value.expose_secret().is_empty() {
+        problems.push(format!("{key} and {key}_file are both set; keep one"));
+        return;
+    }
+    match secret_file(path, key) {
+        Ok(text) => {
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            *value = SecretString::from(text.to_owned());
+        }
+        Err(problem) => problems.push(problem),
+    }
+}
+
+fn read_list(
+    values: &mut Vec<SecretString>,
+    file: &Option<PathBuf>,
+    key: &str,
+    problems: &mut Vec<String>,
+) {
+    let Some(path) = file else { return };
+    if !values.is_empty() {
+        problems.push(format!("{key} and {key}_file are both set; keep one"));
+        return;
+    }
+    match secret_file(path, key) {
+        Ok(text) => {
+            *values = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| SecretString::from(l.to_owned()))
+                .collect();
+        }
+        Err(problem) => problems.push(problem),
     }
 }
 
@@ -328,8 +437,7 @@ impl Settings {
             .merge(Toml::file_exact(file))
             .extract()
             .map_err(Box::new)?;
-        settings.validate()?;
-        Ok(settings)
+        settings.finish()
     }
 
     /// Loads from a TOML string and an environment provider.
@@ -338,15 +446,11 @@ impl Settings {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        // Only `BCCI_SECTION__KEY` variables are configuration; others, such as
-        // the ones Kubernetes injects for Services, are ignored.
-        let env = env
-            .filter(|key| key.as_str().contains("__"))
-            .split("__")
-            .lowercase(true);
-        let settings: Settings = figment.merge(env).extract().map_err(Box::new)?;
-        settings.validate()?;
-        Ok(settings)
+        let settings: Settings = figment
+            .merge(configuration_variables(env))
+            .extract()
+            .map_err(Box::new)?;
+        settings.finish()
     }
 
     /// Parses a TOML document (tests and `check-config`).
@@ -355,8 +459,54 @@ impl Settings {
             .merge(Toml::string(toml))
             .extract()
             .map_err(Box::new)?;
-        settings.validate()?;
-        Ok(settings)
+        settings.finish()
+    }
+
+    /// Reads the secrets named by `_file` keys, then validates.
+    fn finish(mut self) -> Result<Self, ConfigError> {
+        self.read_secret_files()?;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Replaces each secret that has a `_file` key by the file's content:
+    /// the whole file less its final line break for a single secret, one
+    /// secret per non-empty line for a list. Both a value and its file is
+    /// an error, as is a file that cannot be read.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let p = &mut self.postal;
+        read_one(
+            &mut p.username,
+            &p.username_file,
+            "postal.username",
+            &mut problems,
+        );
+        read_one(
+            &mut p.password,
+            &p.password_file,
+            "postal.password",
+            &mut problems,
+        );
+        read_list(
+            &mut p.webhook_keys,
+            &p.webhook_keys_file,
+            "postal.webhook_keys",
+            &mut problems,
+        );
+        for (i, c) in self.intake.clients.iter_mut().enumerate() {
+            read_list(
+                &mut c.callback_secrets,
+                &c.callback_secrets_file,
+                &format!("intake.clients[{i}].callback_secrets"),
+                &mut problems,
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -599,6 +749,15 @@ mod redacted {
         let _ = writeln!(o, "\n[postal]");
         let _ = writeln!(o, "base_url = {:?}", p.base_url);
         let _ = writeln!(o, "username = {R}\npassword = {R}");
+        for (key, file) in [
+            ("username_file", &p.username_file),
+            ("password_file", &p.password_file),
+            ("webhook_keys_file", &p.webhook_keys_file),
+        ] {
+            if let Some(file) = file {
+                let _ = writeln!(o, "{key} = {:?}", file.display().to_string());
+            }
+        }
         let _ = writeln!(
             o,
             "customer_code = {:?}\ncontract_code = {:?}",
@@ -627,6 +786,13 @@ mod redacted {
             let _ = writeln!(o, "requests_per_second = {}", c.requests_per_second);
             let _ = writeln!(o, "callback_url = {:?}", c.callback_url);
             let _ = writeln!(o, "callback_secrets = {}", secrets(&c.callback_secrets));
+            if let Some(file) = &c.callback_secrets_file {
+                let _ = writeln!(
+                    o,
+                    "callback_secrets_file = {:?}",
+                    file.display().to_string()
+                );
+            }
             let _ = writeln!(
                 o,
                 "callback_format = \"{}\"",
@@ -770,6 +936,75 @@ mod tests {
         let toml = format!("{MINIMAL}\n[retention]\npersonal_data_dayz = 3\n");
         let err = Settings::from_toml(&toml).unwrap_err().to_string();
         assert!(err.contains("personal_data_dayz"), "{err}");
+    }
+
+    #[test]
+    fn secrets_may_be_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let password = put("password", "from-a-file\n");
+        let keys = put("keys", "key-one-0123456789\n\n  key-two-0123456789  \n");
+        let secrets = put("secrets", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
+        let toml = MINIMAL
+            .replace("password = \"p\"", &format!("password_file = {password:?}"))
+            .replace(
+                "callback_secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]",
+                &format!("callback_secrets_file = {secrets:?}"),
+            );
+        let toml = replace_webhook_keys(&toml, &format!("webhook_keys_file = {keys:?}"));
+        let s = Settings::from_toml(&toml).unwrap();
+        assert_eq!(s.postal.password.expose_secret(), "from-a-file");
+        let keys: Vec<&str> = s
+            .postal
+            .webhook_keys
+            .iter()
+            .map(|k| k.expose_secret())
+            .collect();
+        assert_eq!(keys, ["key-one-0123456789", "key-two-0123456789"]);
+        assert_eq!(s.intake.clients[0].callback_secrets.len(), 1);
+        // The redacted print names the file, never its content.
+        let shown = s.redacted_toml();
+        assert!(
+            shown.contains(&password) && !shown.contains("from-a-file"),
+            "{shown}"
+        );
+
+        // A value and its file, or a file that cannot be read, are refused
+        // without showing any secret.
+        let both = toml.replace(
+            &format!("password_file = {password:?}"),
+            &format!("password = \"p\"\npassword_file = {password:?}"),
+        );
+        let err = Settings::from_toml(&both).unwrap_err().to_string();
+        assert!(
+            err.contains("postal.password and postal.password_file"),
+            "{err}"
+        );
+        let missing = toml.replace(&password, "/nonexistent/password");
+        let err = Settings::from_toml(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("postal.password_file: cannot read /nonexistent/password"),
+            "{err}"
+        );
+        assert!(!err.contains("from-a-file"), "{err}");
+    }
+
+    /// `MINIMAL` with its `webhook_keys = [...]` line replaced.
+    fn replace_webhook_keys(toml: &str, with: &str) -> String {
+        toml.lines()
+            .map(|l| {
+                if l.trim_start().starts_with("webhook_keys = ") {
+                    with
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     #[test]

@@ -47,10 +47,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Exit 0 when /readyz answers 200 (for container HEALTHCHECK).
+    /// Exit 0 when /readyz answers 200 (for container HEALTHCHECK). Without
+    /// --url, asks the admin listener the configuration names
+    /// (`server.admin_listen`, from --config and `BCCI_SERVER__ADMIN_LISTEN`).
     Healthcheck {
-        #[arg(long, default_value = "http://127.0.0.1:9090/readyz")]
-        url: String,
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        #[arg(long, value_name = "FILE", conflicts_with = "url")]
+        config: Option<PathBuf>,
     },
     /// Run the Vietnam Post simulator alone, with fault injection; prints its
     /// base URL as the first line.
@@ -299,7 +303,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Healthcheck { url } => {
+        Command::Healthcheck { url, config } => {
+            let url = match url {
+                Some(url) => url,
+                None => {
+                    let admin = bcci_gateway::config::admin_address(config.as_deref())?;
+                    format!("http://{admin}/readyz")
+                }
+            };
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(3))
                 .build()?;

@@ -336,3 +336,54 @@ fn token_new_prints_a_token_and_its_sha256() {
     assert_eq!(token.len(), 64);
     assert_eq!(sha256_hex(token), hash);
 }
+
+#[tokio::test]
+async fn serve_tells_systemd_it_is_ready_and_stopping_and_healthcheck_finds_the_admin_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _port, admin_port) = write_config(dir.path(), &dir.path().join("bcci.db"));
+    let notify = dir.path().join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // Before the gateway runs, the configured admin listener does not answer.
+    let down = gateway(&["healthcheck", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!down.status.success(), "healthcheck of a stopped gateway");
+    let mut child = gateway(&["serve", "--config", config.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = [0u8; 256];
+    let n = manager.recv(&mut got).expect("a notification within 30 s");
+    assert_eq!(&got[..n], b"READY=1");
+    // Ready means serving: /readyz answers at once.
+    let r = reqwest::get(format!("http://127.0.0.1:{admin_port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let up = gateway(&["healthcheck", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let n = manager.recv(&mut got).expect("STOPPING=1 at the drain");
+    assert_eq!(&got[..n], b"STOPPING=1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after the drain");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
