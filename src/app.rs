@@ -61,6 +61,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// A built gateway: listeners bound, store open, not yet serving.
 pub struct Application {
     calendar: crate::domain::sla::Calendar,
+    /// `postal.cod_settle_days`.
+    cod_settle: Duration,
     /// `retention.personal_data_days`.
     retention: Duration,
     poller: Arc<Poller>,
@@ -153,6 +155,7 @@ impl Application {
             carrier,
             guard,
             Duration::from_secs(settings.postal.reconcile_after_s),
+            cod_settle(&settings),
         ));
         let intake = with_http_layers(
             intake::router(intake_state)
@@ -180,6 +183,7 @@ impl Application {
             })?;
         Ok(Self {
             calendar: events::sla_rules(&settings).calendar,
+            cod_settle: cod_settle(&settings),
             retention: Duration::from_secs(
                 u64::from(settings.retention.personal_data_days) * 86_400,
             ),
@@ -280,6 +284,7 @@ impl Application {
                 self.metrics.clone(),
                 self.clock.clone(),
                 self.calendar.clone(),
+                self.cod_settle,
                 lc.clone(),
             );
             let poll = self.poller.clone().run(lc.clone(), self.reconcile_interval);
@@ -331,6 +336,11 @@ impl Application {
 /// How often the gauges that describe the whole store are refreshed.
 const STORE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// `postal.cod_settle_days` as a duration.
+fn cod_settle(settings: &Settings) -> Duration {
+    Duration::from_secs(u64::from(settings.postal.cod_settle_days) * 86_400)
+}
+
 /// How often the store's health is checked while no request finds it out.
 const STORE_WATCH: Duration = Duration::from_secs(1);
 
@@ -353,6 +363,7 @@ async fn export_store_gauges(
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     calendar: crate::domain::sla::Calendar,
+    cod_settle: Duration,
     lifecycle: Lifecycle,
 ) {
     use crate::telemetry::metrics::{HandoffLabels, KindLabels, QueueLabels};
@@ -400,6 +411,13 @@ async fn export_store_gauges(
                     .get_or_create(&labels)
                     .set(stats.dead as i64);
             }
+        }
+        let cod_since = now - jiff::SignedDuration::try_from(cod_settle).unwrap_or_default();
+        match store.count_cod_unsettled(cod_since).await {
+            Ok(n) => {
+                metrics.cod_unsettled.set(n as i64);
+            }
+            Err(e) => tracing::warn!(error = %e, "counting unsettled COD failed"),
         }
         if let Ok(counts) = store.handoff_counts().await {
             metrics.handoffs.clear();

@@ -148,6 +148,10 @@ pub struct PostalSettings {
     pub lookup_delay_s: u64,
     #[serde(default = "defaults::reconcile_after_s")]
     pub reconcile_after_s: u64,
+    /// Days a delivered COD return stays polled for Vietnam Post's code 21
+    /// (COD paid); past them it counts in `bcci_cod_unsettled`.
+    #[serde(default = "defaults::cod_settle_days")]
+    pub cod_settle_days: u32,
     /// Consecutive transient failures that open the circuit breaker.
     #[serde(default = "defaults::breaker_failures")]
     pub breaker_failures: u32,
@@ -311,6 +315,9 @@ mod defaults {
     }
     pub fn reconcile_after_s() -> u64 {
         21_600
+    }
+    pub fn cod_settle_days() -> u32 {
+        30
     }
     pub fn breaker_failures() -> u32 {
         5
@@ -776,6 +783,7 @@ mod redacted {
         let _ = writeln!(o, "max_requests_per_second = {}", p.max_requests_per_second);
         let _ = writeln!(o, "lookup_delay_s = {}", p.lookup_delay_s);
         let _ = writeln!(o, "reconcile_after_s = {}", p.reconcile_after_s);
+        let _ = writeln!(o, "cod_settle_days = {}", p.cod_settle_days);
         let _ = writeln!(o, "breaker_failures = {}", p.breaker_failures);
         let _ = writeln!(o, "breaker_open_s = {}", p.breaker_open_s);
         let _ = writeln!(o, "\n[intake]\ntimeout_ms = {}", s.intake.timeout_ms);

@@ -254,6 +254,7 @@ fn carrier_event(id: &HandoffId, n: u32, code: i64, at: Timestamp) -> IncomingCa
         raw: Some(format!(
             r#"{{"receiverName":"Nguyễn Văn An","status":{code}}}"#
         )),
+        cod_amount: None,
     }
 }
 

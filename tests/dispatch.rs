@@ -32,6 +32,7 @@ on_both_backends!(
     an_order_reported_for_a_cancelled_handoff_is_cancelled_at_vietnam_post,
     an_order_created_without_an_item_code_takes_it_from_the_first_webhook_that_carries_it,
     an_order_without_an_item_code_is_reconciled_by_its_original_id,
+    a_delivered_cod_return_stays_polled_until_vietnam_post_reports_the_cod_paid,
 );
 
 const TOKEN: &str = "dispatch-test-token";
@@ -88,6 +89,9 @@ struct FakeState {
     unlisted: Vec<String>,
     /// Answers and listings carry no itemCode (a fresh order).
     withhold_item_codes: bool,
+    /// The status history every order reports: (code, "dd/MM/yyyy", "HH:mm:ss");
+    /// empty: picking up since the clock's start.
+    history: Vec<(i64, &'static str, &'static str)>,
 }
 
 #[derive(Clone)]
@@ -114,6 +118,7 @@ impl FakeVnPost {
                 scripted: Default::default(),
                 unlisted: Vec::new(),
                 withhold_item_codes: false,
+                history: Vec::new(),
             })),
             clock,
             expire_every: 25,
@@ -260,11 +265,19 @@ impl Respond for FakeVnPost {
                 ResponseTemplate::new(200).set_body_json(json!({"results": results}))
             }
             p if p.ends_with("/GetStatusHistoryOrder") => {
-                // Every order is being picked up since the clock's start.
-                ResponseTemplate::new(200).set_body_json(json!({"data": {"statusHistory": [
-                    {"statusCode": 2, "statusName": "Đã phân công", "locateName": "Bưu cục",
-                     "createdDate": "25/11/2025", "createdHour": "16:00:00"}
-                ]}}))
+                let history: Vec<Value> = if s.history.is_empty() {
+                    vec![(2, "25/11/2025", "16:00:00")]
+                } else {
+                    s.history.clone()
+                }
+                .into_iter()
+                .map(|(code, day, hour)| {
+                    json!({"statusCode": code, "statusName": format!("code {code}"),
+                           "locateName": "Bưu cục", "createdDate": day, "createdHour": hour})
+                })
+                .collect();
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"data": {"statusHistory": history}}))
             }
             p if p.ends_with("/orderCancel") => {
                 let body: Value = serde_json::from_slice(&req.body).unwrap();
@@ -1012,4 +1025,71 @@ async fn an_order_without_an_item_code_is_reconciled_by_its_original_id(backend:
     let handoff = h.handoff(&id).await;
     assert_eq!(handoff.tracking_number.as_deref(), Some(item_code.as_str()));
     assert_eq!(handoff.status, Status::PickingUp, "its history was polled");
+}
+
+/// Vietnam Post reports code 21 (COD paid) after the delivery, and no webhook
+/// comes: the delivered return is polled until it does.
+async fn a_delivered_cod_return_stays_polled_until_vietnam_post_reports_the_cod_paid(
+    backend: Backend,
+) {
+    let Some(h) = harness(backend, vec![], BreakerSettings::default()).await else {
+        return;
+    };
+    let id = h.submit(1).await.remove(0);
+    h.dispatcher.run_until_idle().await.unwrap();
+    let quiet = SignedDuration::from_secs(21_601);
+    h.fake.state.lock().unwrap().history = vec![
+        (2, "25/11/2025", "16:00:00"),
+        (6, "25/11/2025", "17:00:00"),
+        (14, "25/11/2025", "18:00:00"),
+    ];
+    h.clock.advance(quiet);
+    assert_eq!(h.poller.poll_quiet().await.unwrap(), 1);
+    let handoff = h.handoff(&id).await;
+    assert_eq!(handoff.status, Status::Delivered);
+    assert!(!handoff.cod_settled);
+    // Not paid after 30 days: counted in bcci_cod_unsettled.
+    let month_later = h.clock.now() + SignedDuration::from_hours(24 * 31);
+    assert_eq!(
+        h.app_store
+            .count_cod_unsettled(month_later - SignedDuration::from_hours(24 * 30))
+            .await
+            .unwrap(),
+        1
+    );
+    // The COD is paid the next morning.
+    h.fake
+        .state
+        .lock()
+        .unwrap()
+        .history
+        .push((21, "26/11/2025", "09:30:00"));
+    h.clock.advance(quiet);
+    assert_eq!(
+        h.poller.poll_quiet().await.unwrap(),
+        1,
+        "the delivered COD return is polled again"
+    );
+    let handoff = h.handoff(&id).await;
+    assert!(handoff.cod_settled);
+    assert_eq!(handoff.status, Status::Delivered);
+    let callbacks = h.app_store.callbacks_of(&id).await.unwrap();
+    let (_, kind, body) = callbacks.last().unwrap();
+    assert_eq!(kind, "handoff.cod_settled");
+    let body: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(body["cod_amount_vnd"], 50_000, "{body}");
+    assert_eq!(
+        body["cod_settled_at"], "2025-11-26T09:30:00+07:00",
+        "{body}"
+    );
+    assert_eq!(
+        h.app_store
+            .count_cod_unsettled(month_later - SignedDuration::from_hours(24 * 30))
+            .await
+            .unwrap(),
+        0
+    );
+    // Settled: no more polls.
+    h.clock.advance(quiet);
+    assert_eq!(h.poller.poll_quiet().await.unwrap(), 0);
 }

@@ -214,6 +214,7 @@ fn event(tracking: &str, code: i64, at: Timestamp) -> IncomingCarrierEvent {
             location: None,
         },
         raw: Some(format!("{{\"itemCode\":\"{tracking}\",\"status\":{code}}}")),
+        cod_amount: None,
     }
 }
 

@@ -49,12 +49,23 @@ pub struct CallbackEvent {
     pub postage_vnd: Option<i64>,
     pub sla_due_at: Option<jiff::Timestamp>,
     pub occurred_at: jiff::Timestamp,
+    /// A `handoff.cod_settled`'s settlement as Vietnam Post reported it.
+    pub cod: Option<CodSettlement>,
+}
+
+/// What Vietnam Post reported with code 21 (COD paid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodSettlement {
+    /// The amount collected: the record's `codAmount`, else the amount asked.
+    pub amount_vnd: i64,
+    /// When Vietnam Post says it was paid (the code 21 event's time).
+    pub settled_at: jiff::Timestamp,
 }
 
 impl CallbackEvent {
     /// The callback document (intake-api.md, Callbacks).
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut doc = json!({
             "type": self.event_type.as_str(),
             "handoff_id": self.handoff_id,
             "request_id": self.request_id,
@@ -71,7 +82,12 @@ impl CallbackEvent {
             "postage_vnd": self.postage_vnd,
             "sla_due_at": self.sla_due_at.map(format_vietnam),
             "occurred_at": format_vietnam(self.occurred_at),
-        })
+        });
+        if let Some(cod) = &self.cod {
+            doc["cod_amount_vnd"] = json!(cod.amount_vnd);
+            doc["cod_settled_at"] = json!(format_vietnam(cod.settled_at));
+        }
+        doc
     }
 
     /// The body bytes and content type, sent byte for byte on every attempt.

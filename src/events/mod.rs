@@ -334,6 +334,7 @@ fn incoming(r: StatusRecord, raw: &Value, source: Source) -> IncomingCarrierEven
             location: r.location,
         },
         raw: Some(raw.to_string()),
+        cod_amount: r.cod_amount,
     }
 }
 

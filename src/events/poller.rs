@@ -27,6 +27,9 @@ pub struct Poller {
     guard: Arc<PostalGuard>,
     /// `postal.reconcile_after_s`.
     quiet_for: Duration,
+    /// `postal.cod_settle_days`: how long a delivered COD return is polled
+    /// for Vietnam Post's code 21.
+    cod_settle: Duration,
 }
 
 impl Poller {
@@ -35,12 +38,14 @@ impl Poller {
         carrier: Arc<dyn Carrier>,
         guard: Arc<PostalGuard>,
         quiet_for: Duration,
+        cod_settle: Duration,
     ) -> Self {
         Self {
             state,
             carrier,
             guard,
             quiet_for,
+            cod_settle,
         }
     }
 
@@ -50,7 +55,12 @@ impl Poller {
         loop {
             let now = self.state.clock.now();
             let quiet_since = now - SignedDuration::try_from(self.quiet_for)?;
-            let quiet = self.state.store.quiet_handoffs(quiet_since, BATCH).await?;
+            let cod_since = now - SignedDuration::try_from(self.cod_settle)?;
+            let quiet = self
+                .state
+                .store
+                .quiet_handoffs(quiet_since, cod_since, BATCH)
+                .await?;
             if quiet.is_empty() {
                 return Ok(polled);
             }
@@ -105,6 +115,7 @@ impl Poller {
                             location: e.location,
                         },
                         raw: None,
+                        cod_amount: None,
                     })
                     .collect();
                 if !incoming.is_empty() {

@@ -19,6 +19,8 @@ pub struct StatusRecord {
     pub location: Option<String>,
     pub occurred_at: Timestamp,
     pub total_fee: Option<i64>,
+    /// `codAmount`: what the postal worker collected (with code 21).
+    pub cod_amount: Option<i64>,
 }
 
 /// A webhook body: its records, each still to be read, and its `sendDate`.
@@ -93,6 +95,7 @@ pub fn parse_record(record: &Value, send_date: Option<Timestamp>) -> Result<Stat
         location: text(record, &["locateName"]),
         occurred_at,
         total_fee: integer(record, &["totalFee"]),
+        cod_amount: integer(record, &["codAmount", "CodAmount"]),
     })
 }
 

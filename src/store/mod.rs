@@ -201,6 +201,8 @@ pub struct IncomingCarrierEvent {
     pub carrier: crate::domain::CarrierInfo,
     /// The record as received (kept for audit, purged with personal data).
     pub raw: Option<String>,
+    /// `codAmount`, when the record carries it (a webhook's code 21).
+    pub cod_amount: Option<i64>,
 }
 
 /// What applying carrier events depends on besides the store.
@@ -332,13 +334,19 @@ pub trait Store: AdminStore + Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<CancelRequest, StoreError>;
 
-    /// Non-terminal handoffs with a postal order that heard nothing from
-    /// Vietnam Post (and were not polled) since `quiet_since`.
+    /// Handoffs with a postal order that heard nothing from Vietnam Post
+    /// (and were not polled) since `quiet_since`: the non-terminal ones, and
+    /// COD returns delivered after `cod_since` whose COD is not yet paid.
     async fn quiet_handoffs(
         &self,
         quiet_since: Timestamp,
+        cod_since: Timestamp,
         limit: u32,
     ) -> Result<Vec<QuietHandoff>, StoreError>;
+
+    /// COD returns delivered before `cod_since` whose COD Vietnam Post has not
+    /// reported paid (`bcci_cod_unsettled`).
+    async fn count_cod_unsettled(&self, cod_since: Timestamp) -> Result<u64, StoreError>;
 
     /// Records the item code of a handoff's order that had none, when the
     /// handoff's order is still `original_id`. True when recorded.

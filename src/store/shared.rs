@@ -215,6 +215,7 @@ pub(super) struct CallbackDraft<'a> {
     pub reason: Option<&'a str>,
     pub carrier: Option<&'a CarrierInfo>,
     pub occurred_at: jiff::Timestamp,
+    pub cod: Option<crate::domain::callback::CodSettlement>,
 }
 
 impl CallbackDraft<'_> {
@@ -235,6 +236,7 @@ impl CallbackDraft<'_> {
             postage_vnd: handoff.postage_vnd,
             sla_due_at: handoff.sla_due_at,
             occurred_at: self.occurred_at,
+            cod: self.cod,
         }
     }
 }
@@ -406,6 +408,30 @@ pub(super) fn settle_plan<'a>(
         plan.push((f, write));
     }
     plan
+}
+
+/// The settlement a `handoff.cod_settled` callback carries: the code 21
+/// report being applied now, else the one held until delivery.
+pub(super) fn cod_settlement(
+    incoming: &super::IncomingCarrierEvent,
+    held_at: Option<i64>,
+    held_amount: Option<i64>,
+    asked_vnd: u64,
+) -> Result<crate::domain::callback::CodSettlement, StoreError> {
+    use crate::domain::state_machine::CarrierCode;
+    let asked = i64::try_from(asked_vnd).unwrap_or(i64::MAX);
+    Ok(
+        match (CarrierCode::from_code(incoming.event.code), held_at) {
+            (CarrierCode::CodPaid, _) | (_, None) => crate::domain::callback::CodSettlement {
+                amount_vnd: incoming.cod_amount.unwrap_or(asked),
+                settled_at: incoming.event.occurred_at,
+            },
+            (_, Some(at)) => crate::domain::callback::CodSettlement {
+                amount_vnd: held_amount.unwrap_or(asked),
+                settled_at: from_ms(at)?,
+            },
+        },
+    )
 }
 
 #[cfg(test)]

@@ -100,6 +100,7 @@ pub struct Metrics {
     pub leg_duration: Family<LegLabels, Histogram>,
     pub working_hours: Gauge,
     pub calendar_last_day: Gauge<f64, AtomicU64>,
+    pub cod_unsettled: Gauge,
 }
 
 impl Default for Metrics {
@@ -251,8 +252,15 @@ impl Metrics {
             "Unix time of the last day the holiday calendar covers",
             calendar_last_day.clone(),
         );
+        let cod_unsettled = Gauge::default();
+        registry.register(
+            "cod_unsettled",
+            "Delivered COD returns still waiting for Vietnam Post's code 21 past postal.cod_settle_days",
+            cod_unsettled.clone(),
+        );
         Self {
             registry,
+            cod_unsettled,
             sla_breaches,
             leg_duration,
             working_hours,

@@ -18,7 +18,7 @@ use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
     AWAITING_ORDER, CallbackDraft, Change, EventOrder, HANDOFF_COLUMNS, Settlement, TAKE_SEQUENCE,
-    TimelineDraft, event_order, handoff_from_row, opt_ms, parse, timeline_from_row,
+    TimelineDraft, cod_settlement, event_order, handoff_from_row, opt_ms, parse, timeline_from_row,
 };
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
@@ -107,6 +107,7 @@ async fn record_change(
                 reason: change.reason,
                 carrier: None,
                 occurred_at: change.occurred_at,
+                cod: None,
             };
             Some(queue_callback(tx, id, &draft, format, now).await?)
         }
@@ -240,7 +241,8 @@ async fn apply_one(
         .and_then(HandoffId::parse);
     let row = sqlx::query(
         "SELECT id, client, kind, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
-         cod_settled, cod_held, details, order_created_at, sla_reached_at, carrier_original_id FROM handoffs \
+         cod_settled, cod_held, details, order_created_at, sla_reached_at, carrier_original_id, \
+         cod_settled_at, cod_amount_reported, cod_amount_vnd FROM handoffs \
          WHERE id = $1 OR ($1 IS NULL AND (tracking_number = $2 OR ($2 IS NULL AND carrier_original_id = $3))) LIMIT 1",
     )
     .bind(by_id.as_ref().map(HandoffId::as_str))
@@ -370,13 +372,29 @@ async fn apply_one(
     } else {
         None
     };
+    // Code 21 seen for the first time: its time and amount are kept for the
+    // `handoff.cod_settled` callback, which may wait for the delivery.
+    let cod_paid_now = matches!(
+        state_machine::CarrierCode::from_code(incoming.event.code),
+        state_machine::CarrierCode::CodPaid
+    ) && !state.cod_settled
+        && !state.cod_held
+        && (next.cod_settled || next.cod_held);
+    let cod = cod_settlement(
+        incoming,
+        row.try_get("cod_settled_at")?,
+        row.try_get("cod_amount_reported")?,
+        row.try_get::<i64, _>("cod_amount_vnd")?.max(0) as u64,
+    )?;
     sqlx::query(
         "UPDATE handoffs SET status = $1, watermark_at = $2, watermark_rank = $3, cod_settled = $4, \
          cod_held = $5, last_carrier_event_at = $6, updated_at = CASE WHEN $7 THEN $6 ELSE updated_at END, \
          picked_up_at = CASE WHEN $8 AND picked_up_at IS NULL THEN $9 ELSE picked_up_at END, \
          delivered_at = CASE WHEN $1 = 'delivered' AND delivered_at IS NULL THEN $9 ELSE delivered_at END, \
          terminal_at = CASE WHEN $10 AND terminal_at IS NULL THEN $6 ELSE terminal_at END, \
-         sla_due_at = COALESCE($12, sla_due_at), sla_reached_at = COALESCE(sla_reached_at, $13) \
+         sla_due_at = COALESCE($12, sla_due_at), sla_reached_at = COALESCE(sla_reached_at, $13), \
+         cod_settled_at = COALESCE(cod_settled_at, $14), \
+         cod_amount_reported = COALESCE(cod_amount_reported, $15) \
          WHERE id = $11",
     )
     .bind(next.status.as_str())
@@ -392,6 +410,8 @@ async fn apply_one(
     .bind(id.as_str())
     .bind(sla_due_at.map(ms))
     .bind(reached_at.map(ms))
+    .bind(cod_paid_now.then(|| ms(incoming.event.occurred_at)))
+    .bind(incoming.cod_amount.filter(|_| cod_paid_now))
     .execute(&mut *tx)
     .await?;
     let mut first_sequence = None;
@@ -413,6 +433,7 @@ async fn apply_one(
             reason: None,
             carrier: Some(&incoming.carrier),
             occurred_at: incoming.event.occurred_at,
+            cod: (event_type == CallbackType::CodSettled).then_some(cod),
         };
         let sequence = queue_callback(tx, &id, &draft, format, now).await?;
         match relay {
@@ -777,17 +798,21 @@ impl Store for PostgresStore {
     async fn quiet_handoffs(
         &self,
         quiet_since: jiff::Timestamp,
+        cod_since: jiff::Timestamp,
         limit: u32,
     ) -> Result<Vec<super::QuietHandoff>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, client, created_at, tracking_number, carrier_original_id FROM handoffs \
              WHERE (tracking_number IS NOT NULL OR carrier_original_id IS NOT NULL) \
-             AND status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed') \
+             AND (status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed') \
+                  OR (status = 'delivered' AND kind = 'return' AND cod_amount_vnd > 0 AND NOT cod_settled \
+                      AND COALESCE(delivered_at, terminal_at) > $3)) \
              AND GREATEST(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0), COALESCE(order_created_at, 0)) <= $1 \
              ORDER BY GREATEST(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0)) LIMIT $2",
         )
         .bind(ms(quiet_since))
         .bind(i64::from(limit))
+        .bind(ms(cod_since))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -801,6 +826,17 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn count_cod_unsettled(&self, cod_since: jiff::Timestamp) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM handoffs WHERE status = 'delivered' AND kind = 'return' \
+             AND cod_amount_vnd > 0 AND NOT cod_settled AND COALESCE(delivered_at, terminal_at) <= $1",
+        )
+        .bind(ms(cod_since))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %id))]
@@ -1154,6 +1190,7 @@ impl Store for PostgresStore {
                     reason: Some(&reason),
                     carrier: None,
                     occurred_at: now,
+                    cod: None,
                 };
                 let sequence = queue_callback(&mut tx, id, &draft, format, now).await?;
                 let entry = TimelineDraft {

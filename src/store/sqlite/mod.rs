@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
-    CallbackDraft, Change, EventOrder, HANDOFF_COLUMNS, TAKE_SEQUENCE, TimelineDraft, event_order,
-    handoff_from_row, opt_ms, parse, timeline_from_row,
+    CallbackDraft, Change, EventOrder, HANDOFF_COLUMNS, TAKE_SEQUENCE, TimelineDraft,
+    cod_settlement, event_order, handoff_from_row, opt_ms, parse, timeline_from_row,
 };
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
@@ -145,6 +145,7 @@ async fn record_change(
                 reason: change.reason,
                 carrier: None,
                 occurred_at: change.occurred_at,
+                cod: None,
             };
             Some(queue_callback(tx, id, &draft, format, now).await?)
         }
@@ -302,7 +303,8 @@ static APPLY_EVENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          delivered_at = CASE WHEN ?1 = 'delivered' AND delivered_at IS NULL THEN ?9 ELSE delivered_at END, \
          terminal_at = CASE WHEN ?10 AND terminal_at IS NULL THEN ?6 ELSE terminal_at END, \
          sla_due_at = COALESCE(?12, sla_due_at), sla_reached_at = COALESCE(sla_reached_at, ?13), \
-         next_sequence = next_sequence + ?14 \
+         next_sequence = next_sequence + ?14, cod_settled_at = COALESCE(cod_settled_at, ?15), \
+         cod_amount_reported = COALESCE(cod_amount_reported, ?16) \
          WHERE id = ?11 RETURNING {HANDOFF_COLUMNS}, next_sequence - ?14 AS next_sequence"
     )
 });
@@ -340,6 +342,7 @@ async fn apply_one(
     let row = sqlx::query(
         "SELECT id, client, kind, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
          cod_settled, cod_held, details, order_created_at, sla_reached_at, carrier_original_id, \
+         cod_settled_at, cod_amount_reported, cod_amount_vnd, \
          (SELECT json_group_array(json_array(t.source, t.carrier_code, t.occurred_at)) FROM timeline t \
           WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
          FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND (tracking_number = ?2 \
@@ -459,6 +462,20 @@ async fn apply_one(
     } else {
         None
     };
+    // Code 21 seen for the first time: its time and amount are kept for the
+    // `handoff.cod_settled` callback, which may wait for the delivery.
+    let cod_paid_now = matches!(
+        state_machine::CarrierCode::from_code(incoming.event.code),
+        state_machine::CarrierCode::CodPaid
+    ) && !state.cod_settled
+        && !state.cod_held
+        && (next.cod_settled || next.cod_held);
+    let cod = cod_settlement(
+        incoming,
+        row.try_get("cod_settled_at")?,
+        row.try_get("cod_amount_reported")?,
+        row.try_get::<i64, _>("cod_amount_vnd")?.max(0) as u64,
+    )?;
     // The update also takes the sequences of the callbacks the event relays
     // and returns the handoff their bodies describe.
     let updated = sqlx::query(sqlx::AssertSqlSafe(APPLY_EVENT.as_str()))
@@ -476,6 +493,8 @@ async fn apply_one(
         .bind(sla_due_at.map(ms))
         .bind(reached_at.map(ms))
         .bind(verdict.relay.len() as i64)
+        .bind(cod_paid_now.then(|| ms(incoming.event.occurred_at)))
+        .bind(incoming.cod_amount.filter(|_| cod_paid_now))
         .fetch_one(&mut *tx)
         .await?;
     let handoff = handoff_from_row(&updated)?;
@@ -499,6 +518,7 @@ async fn apply_one(
             reason: None,
             carrier: Some(&incoming.carrier),
             occurred_at: incoming.event.occurred_at,
+            cod: (event_type == CallbackType::CodSettled).then_some(cod),
         };
         insert_callback(tx, &handoff, sequence, &draft, format, now).await?;
         match relay {
@@ -865,17 +885,21 @@ impl Store for SqliteStore {
     async fn quiet_handoffs(
         &self,
         quiet_since: jiff::Timestamp,
+        cod_since: jiff::Timestamp,
         limit: u32,
     ) -> Result<Vec<super::QuietHandoff>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, client, created_at, tracking_number, carrier_original_id FROM handoffs \
              WHERE (tracking_number IS NOT NULL OR carrier_original_id IS NOT NULL) \
-             AND status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed') \
-             AND MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0), COALESCE(order_created_at, 0)) <= ? \
-             ORDER BY MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0)) LIMIT ?",
+             AND (status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed') \
+                  OR (status = 'delivered' AND kind = 'return' AND cod_amount_vnd > 0 AND cod_settled = 0 \
+                      AND COALESCE(delivered_at, terminal_at) > ?3)) \
+             AND MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0), COALESCE(order_created_at, 0)) <= ?1 \
+             ORDER BY MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0)) LIMIT ?2",
         )
         .bind(ms(quiet_since))
         .bind(i64::from(limit))
+        .bind(ms(cod_since))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -889,6 +913,17 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn count_cod_unsettled(&self, cod_since: jiff::Timestamp) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM handoffs WHERE status = 'delivered' AND kind = 'return' \
+             AND cod_amount_vnd > 0 AND cod_settled = 0 AND COALESCE(delivered_at, terminal_at) <= ?",
+        )
+        .bind(ms(cod_since))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %id))]

@@ -496,6 +496,7 @@ async fn finish_postal(conn: &mut SqliteConnection, w: &FinishPostal) -> Result<
                 reason: Some(reason),
                 carrier: None,
                 occurred_at: now,
+                cod: None,
             };
             let sequence = queue_callback(&mut *conn, id, &draft, *format, now).await?;
             let entry = TimelineDraft {
