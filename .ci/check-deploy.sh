@@ -172,7 +172,7 @@ for m in re.finditer(r"^COPY\s+(?!--from)(.+)$", text, re.M):
         if not os.path.exists(src):
             bad.append(f"COPY source {src} does not exist")
 for want in [r"^USER\s+(?!root|0\b)\S+", r"^EXPOSE\s+8080 9090$", r"^VOLUME\s+\[\"/var/lib/bcci-gateway\"\]$",
-             r'^\s*CMD \["/usr/local/bin/bcci-gateway","healthcheck","--url","http://127.0.0.1:9090/readyz"\]$',
+             r'^\s*CMD \["/usr/local/bin/bcci-gateway","healthcheck","--config","/etc/bcci-gateway/config.toml"\]$',
              r"cargo build --release --locked", r'^ENTRYPOINT \["/usr/local/bin/bcci-gateway"\]$']:
     if not re.search(want, text, re.M):
         bad.append(f"no line matching {want}")
