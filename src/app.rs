@@ -97,7 +97,9 @@ impl Application {
         let store = store::open(&settings.store.url, &settings.store)
             .await
             .context("opening the store")?;
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::for_clients(
+            settings.intake.clients.iter().map(|c| c.name.as_str()),
+        ));
         let lifecycle = Lifecycle::new();
         let rules = RequestRules {
             service_codes: settings.postal.service_codes.clone(),
@@ -158,6 +160,8 @@ impl Application {
             cod_settle(&settings),
         ));
         let intake = with_http_layers(
+            "main",
+            metrics.clone(),
             intake::router(intake_state)
                 .merge(events::router(events_state))
                 .merge(probes::router(probe_state.clone()))
@@ -166,6 +170,8 @@ impl Application {
         let admin_state =
             admin::AdminState::new(&settings, store.clone(), clock.clone(), lifecycle.clone());
         let admin = with_http_layers(
+            "admin",
+            metrics.clone(),
             probes::admin_router(probe_state)
                 .merge(admin::router(admin_state))
                 .fallback(intake::not_found),
@@ -377,8 +383,8 @@ async fn export_store_gauges(
     while !lifecycle.is_draining() {
         let now = clock.now();
         metrics
-            .working_hours
-            .set(i64::from(is_working_hours(&calendar, now)));
+            .office_open
+            .set(i64::from(is_office_open(&calendar, now)));
         match store.record_sla_breaches(now).await {
             Ok(kinds) => {
                 for kind in kinds {
@@ -420,7 +426,18 @@ async fn export_store_gauges(
             Err(e) => tracing::warn!(error = %e, "counting unsettled COD failed"),
         }
         if let Ok(counts) = store.handoff_counts().await {
-            metrics.handoffs.clear();
+            // Every known label set stays exported: a status nobody holds is 0.
+            for kind in crate::domain::Kind::ALL {
+                for status in crate::domain::Status::ALL {
+                    metrics
+                        .handoffs
+                        .get_or_create(&HandoffLabels {
+                            kind: kind.as_str(),
+                            status: status.as_str(),
+                        })
+                        .set(0);
+                }
+            }
             for (kind, status, n) in counts {
                 metrics
                     .handoffs
@@ -438,8 +455,9 @@ async fn export_store_gauges(
     }
 }
 
-/// Working hours of a one-stop desk, Vietnam time: 07:30 to 17:00.
-pub fn is_working_hours(calendar: &crate::domain::sla::Calendar, now: jiff::Timestamp) -> bool {
+/// Working hours of a one-stop desk, Vietnam time: 07:30 to 17:00 of a
+/// working day (`bcci_office_open`).
+pub fn is_office_open(calendar: &crate::domain::sla::Calendar, now: jiff::Timestamp) -> bool {
     let local = now.to_zoned(crate::domain::time::vietnam());
     let minutes = i32::from(local.hour()) * 60 + i32::from(local.minute());
     calendar.is_working_day(local.date()) && (7 * 60 + 30..17 * 60).contains(&minutes)
@@ -484,18 +502,33 @@ async fn stop_serving(lc: Lifecycle, window: Duration) {
 }
 
 /// Request ids, one span per request (route template only: paths can carry
-/// secrets and personal data), panics answered as 500.
-fn with_http_layers(router: Router) -> Router {
+/// secrets and personal data), panics answered as 500, and every answer
+/// counted in `bcci_http_requests_total` under `listener`.
+fn with_http_layers(listener: &'static str, metrics: Arc<Metrics>, router: Router) -> Router {
     router
         .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(
+            move |request: Request<Body>, next: axum::middleware::Next| {
+                let metrics = metrics.clone();
+                async move {
+                    let route = route_of(&request).to_owned();
+                    let started = std::time::Instant::now();
+                    let response = next.run(request).await;
+                    metrics.http_request(
+                        listener,
+                        &route,
+                        response.status().as_u16(),
+                        started.elapsed().as_secs_f64(),
+                    );
+                    response
+                }
+            },
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<Body>| {
-                    let route = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or("unmatched", |p| p.as_str());
+                    let route = route_of(request);
                     let request_id = request
                         .headers()
                         .get("x-request-id")
@@ -516,6 +549,15 @@ fn with_http_layers(router: Router) -> Router {
                 .on_failure(()),
         )
         .layer(axum::middleware::map_request(assign_request_id))
+}
+
+/// The request's route template, `unmatched` when no route took it: never
+/// the raw path, which can carry a webhook key or a dossier's id.
+fn route_of(request: &Request<Body>) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(crate::telemetry::metrics::UNMATCHED, |p| p.as_str())
 }
 
 /// Every request gets a gateway-assigned id, whatever the client sent.

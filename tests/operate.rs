@@ -129,10 +129,203 @@ async fn a_late_pickup_leg_is_a_breach_recorded_and_counted_once() {
         text.contains("bcci_leg_duration_seconds_count{kind=\"return\",stage=\"pickup\"} 1"),
         "{text}"
     );
+    // The webhook revealed the order before any create answer: the order
+    // stage ends there.
+    assert!(
+        text.contains("bcci_leg_duration_seconds_count{kind=\"return\",stage=\"order\"} 1"),
+        "{text}"
+    );
+}
+
+/// The value of one sample line of a scrape (`name{labels}` as written).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_calendar_horizon_and_working_hours_are_exported() {
+async fn every_family_is_exported_from_the_first_scrape_and_answers_are_counted_by_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(
+        &dir.path().join("bcci.db"),
+        "127.0.0.1:0",
+        "http://127.0.0.1:9",
+        "",
+    );
+    let app = Application::build_with(
+        s,
+        Options {
+            run_workers: false,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (intake, lifecycle) = (app.intake_addr(), app.lifecycle());
+    let metrics = format!("http://{}/metrics", app.admin_addr());
+    let server = tokio::spawn(app.run_until_stopped());
+    let started = jiff::Timestamp::now().as_second() as f64;
+
+    let first = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    for series in [
+        "bcci_leg_duration_seconds_count{kind=\"pickup\",stage=\"order\"}",
+        "bcci_leg_duration_seconds_count{kind=\"return\",stage=\"delivery\"}",
+        "bcci_sla_breaches_total{kind=\"return\"}",
+        "bcci_callbacks_total{client=\"motcua\",outcome=\"rejected_4xx\"}",
+        "bcci_callback_duration_seconds_count{client=\"motcua\"}",
+        "bcci_postal_requests_total{operation=\"lookup\",outcome=\"ambiguous\"}",
+        "bcci_postal_events_total{source=\"poll\",outcome=\"unknown_code\"}",
+        "bcci_handoffs_received_total{kind=\"unknown\",format=\"xml\",outcome=\"too_large\"}",
+        "bcci_handoffs{kind=\"pickup\",status=\"failed\"}",
+        "bcci_queue_depth{queue=\"callback\"}",
+        "bcci_dead_letters{queue=\"postal\"}",
+        "bcci_duplicate_orders_total",
+        "bcci_cod_unsettled",
+    ] {
+        assert_eq!(
+            sample(&first, series),
+            Some(0.0),
+            "{series} at 0 in\n{first}"
+        );
+    }
+    for family in [
+        "bcci_office_open",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(sample(&first, family).is_some(), "{family} in\n{first}");
+    }
+    let start_time = sample(&first, "process_start_time_seconds").expect("the start time");
+    assert!(
+        (started - 600.0..=started + 1.0).contains(&start_time),
+        "process_start_time_seconds {start_time}, test started at {started}"
+    );
+    assert!(sample(&first, "process_resident_memory_bytes").unwrap() > 1_000_000.0);
+    for series in [
+        "bcci_http_requests_total{listener=\"main\",route=\"unmatched\",status=\"404\"}",
+        "bcci_http_requests_total{listener=\"admin\",route=\"unmatched\",status=\"404\"}",
+        "bcci_http_request_duration_seconds_count{listener=\"main\",route=\"unmatched\"}",
+    ] {
+        assert_eq!(
+            sample(&first, series),
+            Some(0.0),
+            "{series} at 0 in\n{first}"
+        );
+    }
+
+    let http = reqwest::Client::new();
+    let unknown = "h_01JD7Q3ZK8S5V4W2X1Y0Z9A8B7";
+    let r = http
+        .get(format!("http://{intake}/v1/handoffs/{unknown}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .post(format!(
+            "http://{intake}/v1/postal/vnpost/events/not-the-key-s3cr3t"
+        ))
+        .json(&json!({"data": []}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    let webhook_status = r.status().as_u16();
+    let r = http
+        .get(format!("http://{intake}/no/such/path"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    for (series, value) in [
+        ("bcci_http_requests_total{listener=\"main\",route=\"/v1/handoffs/{id}\",status=\"404\"}".to_owned(), 1.0),
+        (format!("bcci_http_requests_total{{listener=\"main\",route=\"/v1/postal/vnpost/events/{{webhook_key}}\",status=\"{webhook_status}\"}}"), 1.0),
+        ("bcci_http_requests_total{listener=\"main\",route=\"unmatched\",status=\"404\"}".to_owned(), 1.0),
+        ("bcci_http_requests_total{listener=\"admin\",route=\"/metrics\",status=\"200\"}".to_owned(), 1.0),
+        ("bcci_http_request_duration_seconds_count{listener=\"main\",route=\"/v1/handoffs/{id}\"}".to_owned(), 1.0),
+    ] {
+        assert_eq!(sample(&text, &series), Some(value), "{series} in\n{text}");
+    }
+    for raw in [unknown, "not-the-key-s3cr3t", "/no/such/path"] {
+        assert!(!text.contains(raw), "a raw path part {raw} in the metrics");
+    }
+    lifecycle.drain();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_order_ends_the_order_leg_and_a_4xx_callback_attempt_counts_once() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    // The intake system's endpoint refuses every callback with 400.
+    let refusing = axum::Router::new().route(
+        "/cb",
+        axum::routing::post(|| async { axum::http::StatusCode::BAD_REQUEST }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, refusing).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(
+        &dir.path().join("bcci.db"),
+        "127.0.0.1:0",
+        &sim.base_url(),
+        "",
+    );
+    s.intake.clients[0].callback_url = format!("http://{receiver}/cb");
+    let app = Application::build_with(
+        s,
+        Options {
+            run_workers: false,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (intake, lifecycle) = (app.intake_addr(), app.lifecycle());
+    let (dispatcher, relay) = (app.dispatcher(), app.relay());
+    let metrics = format!("http://{}/metrics", app.admin_addr());
+    let server = tokio::spawn(app.run_until_stopped());
+    submit(intake, "LEG-1").await;
+    dispatcher.run_until_idle().await.unwrap();
+    assert_eq!(
+        relay.try_execute().await.unwrap(),
+        bcci_gateway::relay::Executed::Worked
+    );
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    for (series, value) in [
+        (
+            "bcci_leg_duration_seconds_count{kind=\"return\",stage=\"order\"}",
+            1.0,
+        ),
+        (
+            "bcci_callbacks_total{client=\"motcua\",outcome=\"rejected_4xx\"}",
+            1.0,
+        ),
+        (
+            "bcci_callbacks_total{client=\"motcua\",outcome=\"retry\"}",
+            0.0,
+        ),
+        (
+            "bcci_callbacks_total{client=\"motcua\",outcome=\"delivered\"}",
+            0.0,
+        ),
+        (
+            "bcci_callback_duration_seconds_count{client=\"motcua\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    }
+    lifecycle.drain();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calendar_horizon_and_office_hours_are_exported() {
     let dir = tempfile::tempdir().unwrap();
     // The horizon is that of the decreed days; the statute never runs out.
     let s = settings(
@@ -153,13 +346,13 @@ async fn the_calendar_horizon_and_working_hours_are_exported() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
-        let working = text.lines().find(|l| l.starts_with("bcci_working_hours "));
+        let working = text.lines().find(|l| l.starts_with("bcci_office_open "));
         if let Some(working) = working
             && text.contains(&format!(
                 "bcci_calendar_last_day_timestamp_seconds {last_day}"
             ))
         {
-            let expected = bcci_gateway::app::is_working_hours(
+            let expected = bcci_gateway::app::is_office_open(
                 &bcci_gateway::domain::sla::Calendar::new(&[], &[]),
                 jiff::Timestamp::now(),
             );
@@ -178,19 +371,19 @@ async fn the_calendar_horizon_and_working_hours_are_exported() {
 }
 
 #[test]
-fn working_hours_are_07_30_to_17_00_on_working_days() {
-    use bcci_gateway::app::is_working_hours;
+fn the_office_is_open_07_30_to_17_00_on_working_days() {
+    use bcci_gateway::app::is_office_open;
     let cal = bcci_gateway::domain::sla::Calendar::new(&["2026-09-02".parse().unwrap()], &[]);
     let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
-    assert!(is_working_hours(&cal, at("2026-11-25T07:30:00+07:00")));
-    assert!(!is_working_hours(&cal, at("2026-11-25T07:29:00+07:00")));
-    assert!(!is_working_hours(&cal, at("2026-11-25T17:00:00+07:00")));
+    assert!(is_office_open(&cal, at("2026-11-25T07:30:00+07:00")));
+    assert!(!is_office_open(&cal, at("2026-11-25T07:29:00+07:00")));
+    assert!(!is_office_open(&cal, at("2026-11-25T17:00:00+07:00")));
     assert!(
-        !is_working_hours(&cal, at("2026-11-28T10:00:00+07:00")),
+        !is_office_open(&cal, at("2026-11-28T10:00:00+07:00")),
         "Saturday"
     );
     assert!(
-        !is_working_hours(&cal, at("2026-09-02T10:00:00+07:00")),
+        !is_office_open(&cal, at("2026-09-02T10:00:00+07:00")),
         "National Day"
     );
 }

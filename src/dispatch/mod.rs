@@ -383,6 +383,12 @@ impl Dispatcher {
         {
             if let Some(found) = found {
                 self.count_duplicates(found.len() - 1);
+                let received = job.handoff.created_at;
+                self.metrics.leg(
+                    job.handoff.kind.as_str(),
+                    "order",
+                    self.clock.now().duration_since(received).as_secs_f64(),
+                );
             }
         } else if let Some(found) = found {
             // Another worker or a webhook settled the handoff meanwhile: the

@@ -16,7 +16,6 @@ use crate::domain::retry::{Next, RetryPolicy};
 use crate::lifecycle::Lifecycle;
 use crate::store::{CallbackJob, CallbackOutcome, SharedStore};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::OutcomeLabels;
 pub use crate::worker::Executed;
 use signature::SigningKey;
 
@@ -134,17 +133,31 @@ impl Relay {
         crate::worker::run_loops("callback", lifecycle, workers, poll, step).await;
     }
 
-    fn count(&self, outcome: &'static str) {
-        self.metrics
-            .callbacks
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+    fn count(&self, job: &CallbackJob, outcome: &'static str) {
+        self.metrics.callback(self.client_label(job), outcome);
+    }
+
+    /// The `client` label: a configured client's name, so the label set
+    /// stays bounded by the configuration (a client removed since its
+    /// callbacks were queued counts as `unconfigured`).
+    fn client_label<'a>(&self, job: &'a CallbackJob) -> &'a str {
+        if self.targets.contains_key(&job.client) {
+            &job.client
+        } else {
+            "unconfigured"
+        }
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff_id, sequence = job.sequence))]
     async fn deliver(&self, job: &CallbackJob) -> CallbackOutcome {
         let Some(target) = self.targets.get(&job.client) else {
-            return self.retry_or_die(job, None, None, "the client is no longer configured".into());
+            return self.retry_or_die(
+                job,
+                None,
+                None,
+                "the client is no longer configured".into(),
+                "retry",
+            );
         };
         let timestamp = self.clock.now().as_second();
         let signature = signature::sign(&target.keys, &job.id, timestamp, &job.body);
@@ -160,11 +173,10 @@ impl Relay {
             .send()
             .await;
         self.metrics
-            .callback_duration
-            .observe(started.elapsed().as_secs_f64());
+            .callback_took(self.client_label(job), started.elapsed().as_secs_f64());
         match sent {
             Ok(r) if r.status().is_success() => {
-                self.count("delivered");
+                self.count(job, "delivered");
                 CallbackOutcome::Delivered
             }
             Ok(r) => {
@@ -175,11 +187,20 @@ impl Relay {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                // The intake system may be mid-deploy: 4xx is retried too, but counted apart.
-                if (400..500).contains(&status) && status != 408 && status != 429 {
-                    self.count("rejected_4xx");
-                }
-                self.retry_or_die(job, Some(status), retry_after, format!("answered {status}"))
+                // The intake system may be mid-deploy: 4xx is retried too,
+                // but counted apart (once: this attempt's only count).
+                let label = if (400..500).contains(&status) && status != 408 && status != 429 {
+                    "rejected_4xx"
+                } else {
+                    "retry"
+                };
+                self.retry_or_die(
+                    job,
+                    Some(status),
+                    retry_after,
+                    format!("answered {status}"),
+                    label,
+                )
             }
             Err(e) => {
                 let what = if e.is_timeout() {
@@ -187,17 +208,20 @@ impl Relay {
                 } else {
                     "could not connect or send"
                 };
-                self.retry_or_die(job, None, None, what.into())
+                self.retry_or_die(job, None, None, what.into(), "retry")
             }
         }
     }
 
+    /// Schedules the next attempt, counted as `retry_label`, or gives up
+    /// (counted `dead`): one count per attempt.
     fn retry_or_die(
         &self,
         job: &CallbackJob,
         status: Option<u16>,
         retry_after: Option<Duration>,
         error: String,
+        retry_label: &'static str,
     ) -> CallbackOutcome {
         match self.policy.next(
             job.attempts + 1,
@@ -207,11 +231,11 @@ impl Relay {
             rand::random(),
         ) {
             Next::RetryAt(at) => {
-                self.count("retry");
+                self.count(job, retry_label);
                 CallbackOutcome::Retry { at, status, error }
             }
             Next::GiveUp => {
-                self.count("dead");
+                self.count(job, "dead");
                 tracing::warn!(error = %error, "callback dead after its retry deadline");
                 CallbackOutcome::Dead { status, error }
             }

@@ -241,7 +241,7 @@ async fn apply_one(
         .and_then(HandoffId::parse);
     let row = sqlx::query(
         "SELECT id, client, kind, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
-         cod_settled, cod_held, details, order_created_at, sla_reached_at, carrier_original_id, \
+         cod_settled, cod_held, details, created_at, order_created_at, sla_reached_at, carrier_original_id, \
          cod_settled_at, cod_amount_reported, cod_amount_vnd FROM handoffs \
          WHERE id = $1 OR ($1 IS NULL AND (tracking_number = $2 OR ($2 IS NULL AND carrier_original_id = $3))) LIMIT 1",
     )
@@ -326,6 +326,11 @@ async fn apply_one(
     let kind: Kind = parse("kind", row.try_get("kind")?)?;
     let occurred = incoming.event.occurred_at;
     let mut legs = Vec::new();
+    if adopted_now {
+        // A webhook revealed the order before the create's answer did.
+        let received: i64 = row.try_get("created_at")?;
+        legs.push((kind, "order", (ms(now) - received) as f64 / 1000.0));
+    }
     let picked_up_at: Option<jiff::Timestamp> = if next.picked_up && !state.picked_up {
         let order_created_at: Option<i64> = if adopted_now {
             Some(ms(now))

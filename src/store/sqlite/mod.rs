@@ -341,7 +341,7 @@ async fn apply_one(
     // array: a statement less per event.
     let row = sqlx::query(
         "SELECT id, client, kind, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
-         cod_settled, cod_held, details, order_created_at, sla_reached_at, carrier_original_id, \
+         cod_settled, cod_held, details, created_at, order_created_at, sla_reached_at, carrier_original_id, \
          cod_settled_at, cod_amount_reported, cod_amount_vnd, \
          (SELECT json_group_array(json_array(t.source, t.carrier_code, t.occurred_at)) FROM timeline t \
           WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
@@ -416,6 +416,11 @@ async fn apply_one(
     let kind: Kind = parse("kind", row.try_get("kind")?)?;
     let occurred = incoming.event.occurred_at;
     let mut legs = Vec::new();
+    if adopted_now {
+        // A webhook revealed the order before the create's answer did.
+        let received: i64 = row.try_get("created_at")?;
+        legs.push((kind, "order", (ms(now) - received) as f64 / 1000.0));
+    }
     let picked_up_at: Option<jiff::Timestamp> = if next.picked_up && !state.picked_up {
         let order_created_at: Option<i64> = if adopted_now {
             Some(ms(now))
