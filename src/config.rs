@@ -277,13 +277,16 @@ impl CalendarSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSettings {
+    /// Counted from the later of the terminal time and the SLA due date: a
+    /// citizen may complain up to six months after the delivery deadline
+    /// (TT 17/2017 art. 8), so the default keeps a month beyond that.
     pub personal_data_days: u32,
 }
 
 impl Default for RetentionSettings {
     fn default() -> Self {
         Self {
-            personal_data_days: 90,
+            personal_data_days: 210,
         }
     }
 }

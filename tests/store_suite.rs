@@ -66,6 +66,8 @@ on_both_backends!(
     a_failed_handoff_replayed_by_an_operator_begins_with_a_lookup,
     a_partial_delivery_is_resolved_once_and_relayed,
     an_erasure_clears_personal_data_once,
+    a_purge_and_an_erasure_clear_vietnam_posts_refusal_texts,
+    retention_runs_from_the_later_of_the_terminal_time_and_the_sla_due_date,
     statistics_count_the_handoffs_of_the_days_asked,
 );
 
@@ -807,6 +809,143 @@ async fn an_erasure_clears_personal_data_once(store: SharedStore) {
             .unwrap(),
         AdminOutcome::NotFound
     ));
+}
+
+/// A refusal text as Vietnam Post may write it: it names the citizen.
+const REFUSAL: &str = "Người nhận Trần Thị Bí Mật (số 12 ngõ 34) từ chối";
+
+/// Creates a handoff whose create job Vietnam Post refuses with [`REFUSAL`].
+async fn refused(
+    store: &SharedStore,
+    request_id: &str,
+    format: BodyFormat,
+    now: Timestamp,
+) -> HandoffId {
+    let id = created(store, request_id, now).await;
+    let job = claim_one(store, request_id, now).await;
+    assert_eq!(job.handoff.id, id);
+    assert!(
+        store
+            .start_postal_attempt(&job, request_id, now, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let outcome = PostalOutcome::Reject {
+        reason: REFUSAL.into(),
+        format,
+    };
+    assert!(
+        store
+            .finish_postal_job(&job, request_id, now, outcome)
+            .await
+            .unwrap()
+    );
+    id
+}
+
+/// Where a refusal text may be kept for a handoff: its reason, its
+/// timeline's reasons and its callback bodies.
+async fn refusal_copies(store: &SharedStore, id: &HandoffId) -> Vec<String> {
+    let mut found = Vec::new();
+    let handoff = store.handoff(None, id).await.unwrap().unwrap();
+    if handoff
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains(REFUSAL))
+    {
+        found.push("handoffs.reason".to_owned());
+    }
+    for entry in store.timeline(id).await.unwrap() {
+        if entry.reason.as_deref().is_some_and(|r| r.contains(REFUSAL)) {
+            found.push(format!("timeline.reason ({:?})", entry.effect));
+        }
+    }
+    for (sequence, _, body) in store.callbacks_of(id).await.unwrap() {
+        if String::from_utf8_lossy(&body).contains(REFUSAL) {
+            found.push(format!("callback {sequence}'s body"));
+        }
+    }
+    found
+}
+
+async fn a_purge_and_an_erasure_clear_vietnam_posts_refusal_texts(store: SharedStore) {
+    let now = start();
+    let purged = refused(&store, "RF-1", BodyFormat::Json, now).await;
+    let erased = refused(&store, "RF-2", BodyFormat::Xml, now).await;
+    for id in [&purged, &erased] {
+        assert_eq!(status(&store, id).await, Status::Rejected);
+        let copies = refusal_copies(&store, id).await;
+        assert!(
+            copies.contains(&"handoffs.reason".to_owned())
+                && copies.iter().any(|c| c.starts_with("callback")),
+            "the refusal is stored before (else this test proves nothing): {copies:?}"
+        );
+    }
+    assert!(matches!(
+        store
+            .erase_personal_data(&erased, "operator", now)
+            .await
+            .unwrap(),
+        AdminOutcome::Done(_)
+    ));
+    assert_eq!(refusal_copies(&store, &erased).await, Vec::<String>::new());
+    assert!(
+        !refusal_copies(&store, &purged).await.is_empty(),
+        "an erasure touches its own handoff only"
+    );
+    let later = now + SignedDuration::from_hours(1);
+    assert_eq!(store.purge_personal_data(later, later).await.unwrap(), 1);
+    assert_eq!(refusal_copies(&store, &purged).await, Vec::<String>::new());
+    for id in [&purged, &erased] {
+        let handoff = store.handoff(None, id).await.unwrap().unwrap();
+        assert_eq!(
+            handoff.status,
+            Status::Rejected,
+            "the outcome stays for statistics"
+        );
+        assert_eq!(
+            handoff.reason.as_deref(),
+            Some(bcci_gateway::domain::callback::PURGED_TEXT)
+        );
+        for (_, _, body) in store.callbacks_of(id).await.unwrap() {
+            let body = String::from_utf8(body).unwrap();
+            assert!(
+                body.contains("\"status\":\"rejected\"")
+                    || body.contains("<status>rejected</status>"),
+                "{body}"
+            );
+        }
+    }
+    let erasure_noted = store
+        .timeline(&erased)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("personal data erased"));
+    assert!(erasure_noted, "the operator's note stays");
+}
+
+async fn retention_runs_from_the_later_of_the_terminal_time_and_the_sla_due_date(
+    store: SharedStore,
+) {
+    let now = start();
+    let (id, tracking) = with_order(&store, "RT-1", now).await;
+    let picked_up = now + SignedDuration::from_mins(5);
+    let delivered = now + SignedDuration::from_mins(50);
+    apply(&store, vec![event(&tracking, 6, picked_up)], picked_up).await;
+    apply(&store, vec![event(&tracking, 14, delivered)], delivered).await;
+    let handoff = store.handoff(None, &id).await.unwrap().unwrap();
+    assert_eq!(handoff.status, Status::Delivered);
+    let due = handoff.sla_due_at.expect("the legal time is set at pickup");
+    assert!(
+        due > delivered + SignedDuration::from_hours(1),
+        "delivered early"
+    );
+    // Terminal for long enough, but the complaint period runs from the due date.
+    let cutoff = delivered + SignedDuration::from_hours(1);
+    assert_eq!(store.purge_personal_data(cutoff, cutoff).await.unwrap(), 0);
+    let cutoff = due + SignedDuration::from_secs(1);
+    assert_eq!(store.purge_personal_data(cutoff, cutoff).await.unwrap(), 1);
 }
 
 async fn statistics_count_the_handoffs_of_the_days_asked(store: SharedStore) {

@@ -68,8 +68,10 @@ impl CarrierOrder {
     }
 }
 
-/// How a call to the carrier failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a call to the carrier failed. Its `Debug` and `Display` leave the
+/// carrier's refusal text out: it may echo a citizen's name or address
+/// (domain.md, personal data), so a log line never carries it.
+#[derive(Clone, PartialEq, Eq)]
 pub enum CallFailure {
     /// The carrier answered with a permanent refusal and this message
     /// (an HTTP 400, or `success: false` with a message that is not one of
@@ -88,6 +90,41 @@ pub enum CallFailure {
         /// `transient`, `ambiguous` or `timeout`.
         outcome: &'static str,
     },
+}
+
+impl std::fmt::Debug for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallFailure::Refused { message } => f
+                .debug_struct("Refused")
+                .field(
+                    "message",
+                    &format_args!("<{} characters>", message.chars().count()),
+                )
+                .finish(),
+            CallFailure::Transient {
+                ambiguous,
+                retry_after,
+                detail,
+                outcome,
+            } => f
+                .debug_struct("Transient")
+                .field("ambiguous", ambiguous)
+                .field("retry_after", retry_after)
+                .field("detail", detail)
+                .field("outcome", outcome)
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallFailure::Refused { .. } => f.write_str("refused by Vietnam Post"),
+            CallFailure::Transient { detail, .. } => f.write_str(detail),
+        }
+    }
 }
 
 impl CallFailure {

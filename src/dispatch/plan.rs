@@ -182,11 +182,9 @@ pub fn earliest_first(orders: &mut [CarrierOrder]) {
     orders.sort_by_key(|o| o.created_at.map_or((1, Timestamp::MAX), |t| (0, t)));
 }
 
+/// The job's `last_error` (logged too): never the carrier's refusal text.
 fn describe(failure: &CallFailure) -> String {
-    match failure {
-        CallFailure::Refused { message } => format!("refused: {message}"),
-        CallFailure::Transient { detail, .. } => detail.clone(),
-    }
+    failure.to_string()
 }
 
 fn give_up(failure: &CallFailure) -> Plan {
@@ -244,6 +242,35 @@ mod tests {
             retry_after: None,
             detail: "x".into(),
             outcome: "transient",
+        }
+    }
+
+    #[test]
+    fn a_refused_lookup_is_retried_without_the_carriers_words_in_its_error() {
+        let words = "Người nhận Trần Thị Bí Mật không có nhà";
+        let refused = CallFailure::Refused {
+            message: words.into(),
+        };
+        let p = plan(
+            &job(CreateStep::Lookup),
+            Observation::LookupFailed(refused.clone()),
+            t(10),
+            &rules(),
+            0.0,
+        );
+        match p {
+            Plan::Reschedule { step, error, .. } => {
+                assert_eq!(step, CreateStep::Lookup);
+                assert!(!error.contains(words), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nor in what a log line would print of the failure itself.
+        for shown in [format!("{refused}"), format!("{refused:?}")] {
+            assert!(
+                !shown.contains(words) && !shown.contains("Bí Mật"),
+                "{shown}"
+            );
         }
     }
 

@@ -6,6 +6,10 @@ use super::handoff::{CarrierInfo, HandoffId, Kind, Status};
 use super::time::format_vietnam;
 use super::xml;
 
+/// What a purged or erased free text reads afterwards: Vietnam Post's
+/// refusal texts may echo a citizen's name or address.
+pub const PURGED_TEXT: &str = "[purged]";
+
 /// The body format a client asked for (`callback_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BodyFormat {
@@ -99,6 +103,95 @@ impl CallbackEvent {
                 xml::write_document("event", &doc, |_| "item").into_bytes(),
                 "application/xml",
             ),
+        }
+    }
+}
+
+/// A stored callback body with its `reason` replaced by [`PURGED_TEXT`];
+/// `None` when the body carries no reason (nothing to rewrite). Everything
+/// else stays byte for byte as rendered.
+pub fn purge_reason(body: &[u8], content_type: &str) -> Option<Vec<u8>> {
+    if content_type.starts_with("application/xml") {
+        // The writer escapes `<` in text, so the first `</reason>` after
+        // `<reason>` closes it (`reason` is a top-level field, written once).
+        let text = std::str::from_utf8(body).ok()?;
+        let start = text.find("<reason>")? + "<reason>".len();
+        let end = start + text[start..].find("</reason>")?;
+        if &text[start..end] == PURGED_TEXT {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        out.push_str(&text[..start]);
+        out.push_str(PURGED_TEXT);
+        out.push_str(&text[end..]);
+        return Some(out.into_bytes());
+    }
+    let mut doc: Value = serde_json::from_slice(body).ok()?;
+    let reason = doc.get_mut("reason")?;
+    if !reason.is_string() || reason.as_str() == Some(PURGED_TEXT) {
+        return None;
+    }
+    *reason = Value::String(PURGED_TEXT.to_owned());
+    Some(doc.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> CallbackEvent {
+        CallbackEvent {
+            event_type: CallbackType::CancelRefused,
+            handoff_id: HandoffId::parse("h_01JD0000000000000000000000").unwrap(),
+            request_id: "HG-1".into(),
+            dossier_code: "000.00.00.H00-261125-0001".into(),
+            kind: Kind::Return,
+            sequence: 3,
+            status: Status::InTransit,
+            previous_status: None,
+            tracking_number: Some("BK990032281VN".into()),
+            reason: Some("Người nhận Nguyễn Văn <A> & co đã nhận".into()),
+            carrier: None,
+            postage_vnd: Some(22000),
+            sla_due_at: None,
+            occurred_at: "2026-11-25T07:00:00Z".parse().unwrap(),
+            cod: None,
+        }
+    }
+
+    #[test]
+    fn a_purged_body_keeps_everything_but_its_reason() {
+        for format in [BodyFormat::Json, BodyFormat::Xml] {
+            let event = refused();
+            let (body, content_type) = event.render(format);
+            let purged = purge_reason(&body, content_type).expect("a reason to purge");
+            let expected = CallbackEvent {
+                reason: Some(PURGED_TEXT.into()),
+                ..refused()
+            }
+            .render(format)
+            .0;
+            assert_eq!(
+                String::from_utf8(purged.clone()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+            assert_eq!(
+                purge_reason(&purged, content_type),
+                None,
+                "purging twice changes nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_without_a_reason_is_left_alone() {
+        for format in [BodyFormat::Json, BodyFormat::Xml] {
+            let (body, content_type) = CallbackEvent {
+                reason: None,
+                ..refused()
+            }
+            .render(format);
+            assert_eq!(purge_reason(&body, content_type), None);
         }
     }
 }

@@ -131,7 +131,7 @@ impl Poller {
             }
             Err(failure) => {
                 tracing::warn!(
-                    ?failure,
+                    %failure,
                     "tracking poll failed; trying again after the quiet period"
                 );
             }
@@ -162,7 +162,7 @@ impl Poller {
             Ok(orders) => orders,
             Err(failure) => {
                 tracing::warn!(
-                    ?failure,
+                    %failure,
                     "order lookup failed; trying again after the quiet period"
                 );
                 return Ok(());

@@ -362,8 +362,10 @@ pub trait Store: AdminStore + Send + Sync + 'static {
     async fn mark_polled(&self, id: &HandoffId, now: Timestamp) -> Result<(), StoreError>;
 
     /// Clears every personal field (the request details, stored carrier
-    /// answers) of handoffs terminal since before `cutoff`, `failed` ones
-    /// excepted, and makes sure the bytes do not linger in the files.
+    /// answers, Vietnam Post's refusal texts, the reason in callback bodies)
+    /// of handoffs terminal since before `cutoff` whose SLA due date (if any)
+    /// is before it too, `failed` ones excepted, and makes sure the bytes do
+    /// not linger in the files.
     /// Returns how many handoffs were purged.
     async fn purge_personal_data(
         &self,

@@ -647,18 +647,53 @@ pub(super) async fn queue_order_cancel(
     Ok(queued == 1)
 }
 
-/// Clears the carrier answers stored for a handoff (personal data): the raw
-/// records on its timeline and the unreadable reports that name it or its
-/// order. Shared by the retention purge and an operator's erase.
+/// Clears what may echo a citizen's personal data besides the request
+/// details: stored carrier answers, Vietnam Post's refusal texts (on the
+/// handoff, its timeline, its finished jobs) and the reason inside its
+/// callback bodies. Operators' notes on the timeline stay.
 pub(super) async fn clear_stored_carrier_answers(
     tx: &mut sqlx::SqliteConnection,
     id: &str,
     tracking_number: Option<&str>,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE timeline SET raw = NULL WHERE handoff_id = ?")
+    use crate::domain::callback::{PURGED_TEXT, purge_reason};
+    sqlx::query(
+        "UPDATE timeline SET raw = NULL, \
+         reason = CASE WHEN reason IS NULL OR operator IS NOT NULL THEN reason ELSE ?2 END \
+         WHERE handoff_id = ?1",
+    )
+    .bind(id)
+    .bind(PURGED_TEXT)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE handoffs SET reason = ?2 WHERE id = ?1 AND reason IS NOT NULL")
         .bind(id)
+        .bind(PURGED_TEXT)
         .execute(&mut *tx)
         .await?;
+    sqlx::query(
+        "UPDATE postal_jobs SET refusal = NULL, last_error = NULL \
+         WHERE handoff_id = ?1 AND state <> 'pending'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let bodies = sqlx::query("SELECT id, body, content_type FROM callbacks WHERE handoff_id = ?1")
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+    for row in &bodies {
+        let body: Vec<u8> = row.try_get("body")?;
+        let content_type: String = row.try_get("content_type")?;
+        if let Some(purged) = purge_reason(&body, &content_type) {
+            let callback: String = row.try_get("id")?;
+            sqlx::query("UPDATE callbacks SET body = ?1 WHERE id = ?2")
+                .bind(purged)
+                .bind(callback)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
     sqlx::query(
         "UPDATE carrier_inbox SET raw = NULL WHERE raw IS NOT NULL \
          AND (instr(raw, ?1) > 0 OR (?2 IS NOT NULL AND instr(raw, ?2) > 0))",
@@ -972,6 +1007,7 @@ impl Store for SqliteStore {
         let purged = sqlx::query(
             "UPDATE handoffs SET details = NULL, personal_data_erased_at = ?1 \
              WHERE personal_data_erased_at IS NULL AND terminal_at IS NOT NULL AND terminal_at <= ?2 \
+             AND (sla_due_at IS NULL OR sla_due_at <= ?2) \
              AND status <> 'failed' RETURNING id, tracking_number",
         )
         .bind(ms(now))
