@@ -135,7 +135,7 @@ struct Sample {
 type FaultStep = (&'static str, fn(Faults) -> Faults, fn(&SimStats) -> u64);
 
 /// The network faults each sample after the first gets once for sure.
-const FAULT_TOUR: [FaultStep; 4] = [
+const FAULT_TOUR: [FaultStep; 5] = [
     (
         "a connection reset",
         |f| Faults {
@@ -167,6 +167,17 @@ const FAULT_TOUR: [FaultStep; 4] = [
             ..f
         },
         |s| s.slow_answers_injected,
+    ),
+    (
+        // The order is made; GetListOrder shows it only after the standing
+        // random listing delay (`listing_delay_ms`), which the lookup after
+        // the lost answer must wait out.
+        "a lost answer, its order listed late",
+        |f| Faults {
+            lost_answer_rate: 1.0,
+            ..f
+        },
+        |s| s.lost_answers_injected,
     ),
 ];
 

@@ -28,6 +28,7 @@ on_both_backends!(
     a_reset_after_the_request_was_sent_is_followed_by_a_lookup_that_finds_the_order,
     one_step_of_a_worker_claims_a_batch_of_jobs_and_carries_out_every_one,
     a_retry_whose_order_a_webhook_overtook_has_that_order_cancelled_as_a_duplicate,
+    a_second_order_a_webhook_reports_after_the_handoff_owns_one_is_cancelled_once,
     a_cancel_after_uncertain_creates_waits_looks_up_and_cancels_every_order,
     an_order_reported_for_a_cancelled_handoff_is_cancelled_at_vietnam_post,
     an_order_created_without_an_item_code_takes_it_from_the_first_webhook_that_carries_it,
@@ -915,6 +916,52 @@ async fn a_retry_whose_order_a_webhook_overtook_has_that_order_cancelled_as_a_du
         "the retry's order is cancelled: one live order"
     );
     assert_eq!(h.duplicates_counted().await, 1);
+}
+
+/// The handoff owns the order of its retry when a webhook reports the order
+/// its first (lost) create made, listed too late for the lookup: that order
+/// is cancelled as a duplicate and counted once, and the handoff keeps its own.
+async fn a_second_order_a_webhook_reports_after_the_handoff_owns_one_is_cancelled_once(
+    backend: Backend,
+) {
+    let Some(h) = harness(backend, vec![], BreakerSettings::default()).await else {
+        return;
+    };
+    h.fake.state.lock().unwrap().scripted = [Fault::LostAnswer].into();
+    let id = h.submit(1).await.remove(0);
+    h.dispatcher.run_until_idle().await.unwrap();
+    let lost = h.live_orders()[0].clone();
+    h.fake.state.lock().unwrap().unlisted = vec![lost.0.clone()];
+    h.clock.advance(SignedDuration::from_secs(61));
+    h.dispatcher.run_until_idle().await.unwrap();
+    let orders = h.live_orders();
+    assert_eq!(
+        orders.len(),
+        2,
+        "the lookup missed the first order: {orders:?}"
+    );
+    let own = orders[1].clone();
+    assert_eq!(
+        h.handoff(&id).await.tracking_number.as_deref(),
+        Some(own.1.as_str())
+    );
+    assert_eq!(h.duplicates_counted().await, 0);
+    let reported_again = h.status_record(0, 3);
+    h.webhook(vec![h.status_record(0, 2)]).await;
+    h.dispatcher.run_until_idle().await.unwrap();
+    assert_eq!(h.live_orders(), vec![own.clone()], "one live order");
+    assert_eq!(h.duplicates_counted().await, 1);
+    // Reported again (its cancellation, say): not counted twice.
+    h.webhook(vec![reported_again]).await;
+    h.dispatcher.run_until_idle().await.unwrap();
+    assert_eq!(h.duplicates_counted().await, 1);
+    let handoff = h.handoff(&id).await;
+    assert_eq!(handoff.tracking_number.as_deref(), Some(own.1.as_str()));
+    assert_eq!(
+        handoff.status,
+        Status::OrderCreated,
+        "the duplicate's reports change nothing"
+    );
 }
 
 /// A cancel asked right after two uncertain creates waits out the lookup

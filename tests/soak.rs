@@ -39,10 +39,11 @@ const BUDGET: Duration = Duration::from_secs(270);
 /// slower than the gateway's 1 s call timeout, resets before any byte of the
 /// answer, half-written answers, 200s that are not JSON, orders listed only
 /// after a delay shorter than `lookup_delay_s`, duplicated and reordered
-/// webhooks.
+/// webhooks. The slow answers are drawn last, after 5xx, 429 and the other
+/// answer faults: 0.145 of what is left is 10 % of all calls.
 const NETWORK_FAULTS: &[&str] = &[
     "--slow-answer-rate",
-    "0.1",
+    "0.145",
     "--slow-answer-ms",
     "1500",
     "--reset-rate",
@@ -376,6 +377,40 @@ async fn six_hundred_handoffs_through_network_faults_cancels_and_three_sigkills_
         assert!(
             stats[counter].as_u64().unwrap() > 0,
             "{counter} is 0: {stats}"
+        );
+    }
+    // The shares issue 16 asks for, of all calls (of creates for lost
+    // answers), with room for sampling noise over thousands of calls.
+    let count = |k: &str| stats[k].as_u64().unwrap() as f64;
+    let calls: f64 = stats["calls"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap() as f64)
+        .sum();
+    let creates = stats["calls"]["CreateOrder"].as_u64().unwrap() as f64;
+    for (what, injected, of, at_least) in [
+        ("5xx", count("errors_injected"), calls, 0.20),
+        ("429", count("rate_limits_injected"), calls, 0.05),
+        (
+            "slower than the call timeout",
+            count("slow_answers_injected"),
+            calls,
+            0.10,
+        ),
+        (
+            "lost create answers",
+            count("lost_answers_injected"),
+            creates,
+            0.10,
+        ),
+    ] {
+        let share = injected / of;
+        assert!(
+            share >= at_least * 0.8,
+            "{what}: {injected} of {of} calls ({:.1} %), the soak asks for {:.0} %: {stats}",
+            share * 100.0,
+            at_least * 100.0
         );
     }
     assert!(gateway.kills >= KILLS, "only {} kills", gateway.kills);
