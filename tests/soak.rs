@@ -380,7 +380,8 @@ async fn six_hundred_handoffs_through_network_faults_cancels_and_three_sigkills_
         );
     }
     // The shares issue 16 asks for, of all calls (of creates for lost
-    // answers), with room for sampling noise over thousands of calls.
+    // answers): the simulator's rates aim at them, and the share seen may
+    // fall short by three standard deviations of its sampling noise.
     let count = |k: &str| stats[k].as_u64().unwrap() as f64;
     let calls: f64 = stats["calls"]
         .as_object()
@@ -406,8 +407,9 @@ async fn six_hundred_handoffs_through_network_faults_cancels_and_three_sigkills_
         ),
     ] {
         let share = injected / of;
+        let noise = 3.0 * (at_least * (1.0 - at_least) / of).sqrt();
         assert!(
-            share >= at_least * 0.8,
+            share >= at_least - noise,
             "{what}: {injected} of {of} calls ({:.1} %), the soak asks for {:.0} %: {stats}",
             share * 100.0,
             at_least * 100.0

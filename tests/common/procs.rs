@@ -155,14 +155,14 @@ impl PostalSim {
             "127.0.0.1:0",
             // Drawn in this order on each call: 5xx, then 429 among the
             // rest (0.8 × 0.0625 = 5 % of calls), then the answer faults;
-            // a CreateOrder that passes them all loses its answer at 0.145
+            // a CreateOrder that passes them all loses its answer at 0.175
             // (about 10 % of creates, besides those the answer faults lose).
             "--error-rate",
             "0.2",
             "--rate-limit-rate",
             "0.0625",
             "--lost-answer-rate",
-            "0.145",
+            "0.175",
             "--token-ttl-s",
             "2",
             // A little latency keeps calls in flight when a kill comes.
@@ -262,7 +262,7 @@ timeout_ms = 1000
 lookup_delay_s = 1
 max_requests_per_second = 1000
 # The simulator fails up to half the calls; the breaker (tested on its own in
-# tests/dispatch.rs) would stop the run for its whole open time.
+# tests/it/dispatch.rs) would stop the run for its whole open time.
 breaker_failures = 50
 breaker_open_s = 1
 

@@ -1,20 +1,17 @@
 //! The dispatcher against a stateful fake Vietnam Post (wiremock) that
 //! injects 5xx, 429, answers lost after a create, and token expiry.
 
-#[macro_use]
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{Backend, TestStore};
 use bcci_gateway::app::{Application, Options};
 use bcci_gateway::clock::{Clock, ManualClock};
 use bcci_gateway::config::Settings;
 use bcci_gateway::dispatch::guard::BreakerSettings;
 use bcci_gateway::domain::{HandoffId, Status};
 use bcci_gateway::intake::auth::token_sha256_hex;
-use common::{Backend, TestStore};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};

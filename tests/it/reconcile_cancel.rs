@@ -1,18 +1,15 @@
 //! Reconciliation when webhooks go missing, and every branch of cancel.
 
-#[macro_use]
-mod common;
-
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
+use crate::common::{Backend, TestStore};
 use bcci_gateway::app::{Application, Options};
 use bcci_gateway::config::Settings;
 use bcci_gateway::domain::{HandoffId, Status};
 use bcci_gateway::intake::auth::token_sha256_hex;
 use bcci_gateway::sim::{Faults, SimConfig, SimHandle, Simulator};
 use bcci_gateway::store::SharedStore;
-use common::{Backend, TestStore};
 use serde_json::{Value, json};
 
 on_both_backends!(
