@@ -241,7 +241,11 @@ rc=0
 "$MIXIN/generate.sh" -c "$WORK/other-config.libsonnet" "$WORK/gen-other" >"$WORK/gen-other.out" 2>&1 || rc=$?
 [ "$rc" = 0 ] || finding "mixin: $MIXIN/generate.sh -c (exit $rc)" "$WORK/gen-other.out"
 rc=0
-"$PY" - "$WORK/gen/prometheus/alerts.yml" "$WORK/gen-other/prometheus/alerts.yml" "$WORK/other-config.libsonnet" \
+if [ ! -f "$WORK/gen/prometheus/alerts.yml" ] || [ ! -f "$WORK/gen-other/prometheus/alerts.yml" ]; then
+  echo "no generated alerts.yml to check (generate.sh failed)" >"$WORK/sel.out"
+  rc=1
+fi
+[ "$rc" = 0 ] && "$PY" - "$WORK/gen/prometheus/alerts.yml" "$WORK/gen-other/prometheus/alerts.yml" "$WORK/other-config.libsonnet" \
   >"$WORK/sel.out" 2>&1 <<'PYEOF' || rc=$?
 import os, re, sys
 import yaml
@@ -254,7 +258,6 @@ bad = []
 # keyword, not inside a label matcher's value, not a label name in by/on/...
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
             "offset", "bool", "le", "inf", "nan"}
-FUNCS_OR_AGGS = re.compile(r"\(")
 def selectors(expr):
     expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)              # label values
     expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
@@ -266,7 +269,6 @@ def selectors(expr):
         yield name, braces or ""
 def check(path, selector, pattern, label):
     alerts = yaml.safe_load(open(path, encoding="utf-8"))
-    want = "{" + selector
     n = 0
     for g in alerts["groups"]:
         for r in g["rules"]:
@@ -328,6 +330,9 @@ k8s, out = sys.argv[1], sys.argv[2]
 os.makedirs(out, exist_ok=True)
 bad = []
 def load(name):
+    if not os.path.exists(os.path.join(k8s, name)):
+        bad.append(f"{name}: missing")
+        return {}
     with open(os.path.join(k8s, name), encoding="utf-8") as f:
         docs = [d for d in yaml.safe_load_all(f) if d is not None]
     if len(docs) != 1:
@@ -630,7 +635,8 @@ for r in rules:
     head, _, tail = pattern.partition("%s")
     anchor = url[len(head):len(url) - len(tail)] if url.startswith(head) and url.endswith(tail) else None
     if not re.match(r"https?://[^/#]+/", head) or "#" not in head:
-        bad.append(f"runbookURLPattern {pattern!r} is not an absolute URL ending in an anchor")
+        if f"runbookURLPattern {pattern!r} is not an absolute URL ending in an anchor" not in bad:
+            bad.append(f"runbookURLPattern {pattern!r} is not an absolute URL ending in an anchor")
     elif anchor is None or anchor not in anchors:
         bad.append(f"alert {name}: runbook_url {url!r} is not {pattern!r} with a heading of docs/operations.md")
     if not firing.get(name):
