@@ -135,13 +135,13 @@
           },
           {
             alert: 'BcciCallbacksFailing',
-            // Every failed attempt counts once as retry or dead (rejected_4xx
-            // is counted in addition, for 4xx answers).
+            // Every attempt counts once: delivered, or failed as retry,
+            // rejected_4xx (a 4xx answer, retried too) or dead (the last).
             expr: |||
               (
-                sum by (client) (rate(bcci_callbacks_total{%(selector)s, outcome=~"retry|dead"}[15m]))
+                sum by (client) (rate(bcci_callbacks_total{%(selector)s, outcome=~"retry|rejected_4xx|dead"}[15m]))
                 /
-                sum by (client) (rate(bcci_callbacks_total{%(selector)s, outcome=~"delivered|retry|dead"}[15m]))
+                sum by (client) (rate(bcci_callbacks_total{%(selector)s, outcome=~"delivered|retry|rejected_4xx|dead"}[15m]))
               ) > 0.5
             ||| % c,
             'for': '15m',
@@ -158,7 +158,7 @@
             // least once in it. A client whose delivered series is missing
             // counts as delivering nothing.
             expr: |||
-              (sum by (client) (increase(bcci_callbacks_total{%(selector)s, outcome=~"retry|dead"}[%(callbackStallWindow)s])) > 0)
+              (sum by (client) (increase(bcci_callbacks_total{%(selector)s, outcome=~"retry|rejected_4xx|dead"}[%(callbackStallWindow)s])) > 0)
               unless on (client)
               (sum by (client) (increase(bcci_callbacks_total{%(selector)s, outcome="delivered"}[%(callbackStallWindow)s])) > 0)
             ||| % c,
