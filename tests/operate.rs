@@ -73,24 +73,29 @@ async fn submit(intake: std::net::SocketAddr, request_id: &str) -> HandoffId {
     HandoffId::parse(r.json::<Value>().await.unwrap()["id"].as_str().unwrap()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_pickup_leg_is_a_breach_recorded_and_counted_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = settings(
-        &dir.path().join("bcci.db"),
-        "127.0.0.1:0",
-        "http://127.0.0.1:9",
-        "",
-    );
-    let app = Application::build_with(
-        s,
+/// The gateway with no background workers: the test drives them.
+async fn without_workers(settings: Settings) -> Application {
+    Application::build_with(
+        settings,
         Options {
             run_workers: false,
             ..Options::default()
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_pickup_leg_is_a_breach_recorded_and_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = without_workers(settings(
+        &dir.path().join("bcci.db"),
+        "127.0.0.1:0",
+        "http://127.0.0.1:9",
+        "",
+    ))
+    .await;
     let (store, intake) = (app.store(), app.intake_addr());
     let metrics = format!("http://{}/metrics", app.admin_addr());
     tokio::spawn(app.run_until_stopped());
@@ -146,21 +151,13 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_is_exported_from_the_first_scrape_and_answers_are_counted_by_route() {
     let dir = tempfile::tempdir().unwrap();
-    let s = settings(
+    let app = without_workers(settings(
         &dir.path().join("bcci.db"),
         "127.0.0.1:0",
         "http://127.0.0.1:9",
         "",
-    );
-    let app = Application::build_with(
-        s,
-        Options {
-            run_workers: false,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    ))
+    .await;
     let (intake, lifecycle) = (app.intake_addr(), app.lifecycle());
     let metrics = format!("http://{}/metrics", app.admin_addr());
     let server = tokio::spawn(app.run_until_stopped());
@@ -276,15 +273,7 @@ async fn an_adopted_order_ends_the_order_leg_and_a_4xx_callback_attempt_counts_o
         "",
     );
     s.intake.clients[0].callback_url = format!("http://{receiver}/cb");
-    let app = Application::build_with(
-        s,
-        Options {
-            run_workers: false,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let app = without_workers(s).await;
     let (intake, lifecycle) = (app.intake_addr(), app.lifecycle());
     let (dispatcher, relay) = (app.dispatcher(), app.relay());
     let metrics = format!("http://{}/metrics", app.admin_addr());
