@@ -12,6 +12,7 @@ use sqlx::sqlite::SqliteRow;
 use super::admin::{CallbackRecord, CallbackState};
 use super::{NewHandoff, PostalJob, PostalOutcome, StoreError, from_ms, ms};
 use crate::domain::callback::{BodyFormat, CallbackEvent, CallbackType};
+use crate::domain::state_machine;
 use crate::domain::time::vietnam;
 use crate::domain::{
     CarrierInfo, CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry,
@@ -410,6 +411,134 @@ pub(super) fn settle_plan<'a>(
     plan
 }
 
+/// What applying one carrier event to its handoff decides, before any
+/// write: the state machine's verdict and what the handoff's row records
+/// with it. Both backends write it with their own SQL.
+pub(super) struct EventDecision {
+    pub verdict: state_machine::Verdict,
+    /// The status before the event (after an adoption by this event).
+    pub previous: Status,
+    /// Stages this event completed: (kind, stage, seconds).
+    pub legs: Vec<(Kind, &'static str, f64)>,
+    /// Set at pickup: the legal delivery time (day J).
+    pub sla_due_at: Option<jiff::Timestamp>,
+    /// When the legal clock stopped, if it stops now.
+    pub reached_at: Option<jiff::Timestamp>,
+    /// Code 21 reported for the first time: its time and amount are kept.
+    pub cod_paid_now: bool,
+    /// What a `handoff.cod_settled` callback of this event would carry.
+    pub cod: crate::domain::callback::CodSettlement,
+}
+
+/// The columns of the handoff [`decide_event`] reads, besides `kind`.
+pub(super) const EVENT_COLUMNS: &str = "id, client, kind, status, tracking_number, watermark_at, \
+     watermark_rank, picked_up_at, cod_settled, cod_held, details, created_at, order_created_at, \
+     sla_reached_at, carrier_original_id, cod_settled_at, cod_amount_reported, cod_amount_vnd";
+
+/// Decides what one carrier event does to its handoff, from the handoff's
+/// row ([`EVENT_COLUMNS`]) and the carrier events it has seen. `status` is
+/// the handoff's status once an order this event revealed is adopted
+/// (`adopted_now`). Pure: every rule of applying an event lives here.
+pub(super) fn decide_event(
+    row: &impl Cells,
+    status: Status,
+    adopted_now: bool,
+    seen: &[state_machine::SeenEvent],
+    incoming: &super::IncomingCarrierEvent,
+    context: &super::EventContext,
+    now: jiff::Timestamp,
+) -> Result<EventDecision, StoreError> {
+    let state = state_machine::MachineState {
+        status,
+        watermark: match (row.opt_int("watermark_at")?, row.opt_int("watermark_rank")?) {
+            (Some(at), Some(rank)) => Some((from_ms(at)?, rank as u8)),
+            _ => None,
+        },
+        picked_up: row.opt_int("picked_up_at")?.is_some(),
+        cod_settled: row.flag("cod_settled")?,
+        cod_held: row.flag("cod_held")?,
+    };
+    let verdict = state_machine::apply(&state, seen, &incoming.event);
+    let next = &verdict.next;
+    let kind: Kind = parse("kind", &row.text("kind")?)?;
+    let occurred = incoming.event.occurred_at;
+    let mut legs = Vec::new();
+    if adopted_now {
+        // A webhook revealed the order before the create's answer did.
+        let received = row.int("created_at")?;
+        legs.push((kind, "order", (ms(now) - received) as f64 / 1000.0));
+    }
+    let picks_up_now = next.picked_up && !state.picked_up;
+    let picked_up_at = if picks_up_now {
+        let order_created_at = if adopted_now {
+            Some(ms(now))
+        } else {
+            row.opt_int("order_created_at")?
+        };
+        if let Some(created) = order_created_at {
+            legs.push((kind, "pickup", (ms(occurred) - created) as f64 / 1000.0));
+        }
+        Some(occurred)
+    } else {
+        opt_ms(row.opt_int("picked_up_at")?)?
+    };
+    // The legal clock stops at delivery; for a return at the first delivery attempt.
+    let reaches = next.status != state.status
+        && match kind {
+            Kind::Pickup => next.status == Status::Delivered,
+            Kind::Return => matches!(
+                next.status,
+                Status::Delivered | Status::DeliveryAttemptFailed
+            ),
+        };
+    let reached_at = if reaches && row.opt_int("sla_reached_at")?.is_none() {
+        if let Some(p) = picked_up_at {
+            legs.push((kind, "delivery", (ms(occurred) - ms(p)) as f64 / 1000.0));
+        }
+        Some(occurred)
+    } else {
+        None
+    };
+    // Day J: the legal delivery time starts when the item is taken over.
+    let sla_due_at = if picks_up_now {
+        row.opt_text("details")?
+            .and_then(|d| serde_json::from_str::<crate::domain::HandoffRequest>(&d).ok())
+            .map(|r| {
+                context.sla.due_at(
+                    occurred,
+                    &r.citizen.address,
+                    &r.agency.address,
+                    r.return_appointment_slip,
+                )
+            })
+    } else {
+        None
+    };
+    // Code 21 seen for the first time: its time and amount are kept for the
+    // `handoff.cod_settled` callback, which may wait for the delivery.
+    let cod_paid_now = matches!(
+        state_machine::CarrierCode::from_code(incoming.event.code),
+        state_machine::CarrierCode::CodPaid
+    ) && !state.cod_settled
+        && !state.cod_held
+        && (next.cod_settled || next.cod_held);
+    let cod = cod_settlement(
+        incoming,
+        row.opt_int("cod_settled_at")?,
+        row.opt_int("cod_amount_reported")?,
+        row.int("cod_amount_vnd")?.max(0) as u64,
+    )?;
+    Ok(EventDecision {
+        previous: state.status,
+        verdict,
+        legs,
+        sla_due_at,
+        reached_at,
+        cod_paid_now,
+        cod,
+    })
+}
+
 /// The settlement a `handoff.cod_settled` callback carries: the code 21
 /// report being applied now, else the one held until delivery.
 pub(super) fn cod_settlement(
@@ -447,6 +576,139 @@ mod tests {
             tracking_number: tracking.then(|| format!("EB{n}VN")),
             postage_vnd: None,
         }
+    }
+
+    /// A handoff row for [`decide_event`], as the backends read it.
+    struct Row(std::collections::HashMap<&'static str, Option<String>>);
+
+    impl Cells for Row {
+        fn text(&self, c: &str) -> Result<String, StoreError> {
+            self.opt_text(c)?
+                .ok_or_else(|| StoreError::Corrupt(format!("{c} is NULL")))
+        }
+        fn opt_text(&self, c: &str) -> Result<Option<String>, StoreError> {
+            self.0
+                .get(c)
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt(format!("no column {c}")))
+        }
+        fn int(&self, c: &str) -> Result<i64, StoreError> {
+            self.text(c)?
+                .parse()
+                .map_err(|_| StoreError::Corrupt(c.into()))
+        }
+        fn opt_int(&self, c: &str) -> Result<Option<i64>, StoreError> {
+            self.opt_text(c)?
+                .map(|v| v.parse().map_err(|_| StoreError::Corrupt(c.into())))
+                .transpose()
+        }
+        fn flag(&self, c: &str) -> Result<bool, StoreError> {
+            Ok(self.int(c)? != 0)
+        }
+        fn bytes(&self, c: &str) -> Result<Vec<u8>, StoreError> {
+            Ok(self.text(c)?.into_bytes())
+        }
+    }
+
+    fn ts(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_764_000_000 + s).unwrap()
+    }
+
+    /// A return with its order since `ts(0)`, received a minute before.
+    fn return_row(picked_up_at: Option<i64>) -> Row {
+        let ms_of = |s: i64| Some((ms(ts(s))).to_string());
+        let mut cells = std::collections::HashMap::new();
+        for (c, v) in [
+            ("kind", Some("return".to_owned())),
+            ("status", Some("order_created".to_owned())),
+            ("watermark_at", None),
+            ("watermark_rank", None),
+            ("picked_up_at", picked_up_at.and_then(ms_of)),
+            ("cod_settled", Some("0".to_owned())),
+            ("cod_held", Some("0".to_owned())),
+            ("details", None),
+            ("created_at", ms_of(-60)),
+            ("order_created_at", ms_of(0)),
+            ("sla_reached_at", None),
+            ("cod_settled_at", None),
+            ("cod_amount_reported", None),
+            ("cod_amount_vnd", Some("0".to_owned())),
+        ] {
+            cells.insert(c, v);
+        }
+        Row(cells)
+    }
+
+    fn reported(code: i64, at: i64) -> super::super::IncomingCarrierEvent {
+        super::super::IncomingCarrierEvent {
+            sale_order_code: None,
+            tracking_number: Some("EB1VN".into()),
+            original_id: None,
+            order: None,
+            event: state_machine::CarrierEvent {
+                source: Source::Webhook,
+                code,
+                occurred_at: ts(at),
+            },
+            carrier: CarrierInfo {
+                code,
+                text: None,
+                location: None,
+            },
+            raw: None,
+            cod_amount: None,
+        }
+    }
+
+    #[test]
+    fn a_pickup_ends_the_pickup_leg_and_a_first_delivery_attempt_ends_a_returns_delivery_leg() {
+        let context = super::super::EventContext::default();
+        let d = decide_event(
+            &return_row(None),
+            Status::OrderCreated,
+            false,
+            &[],
+            &reported(6, 3600),
+            &context,
+            ts(3700),
+        )
+        .unwrap();
+        assert_eq!(d.previous, Status::OrderCreated);
+        assert_eq!(d.verdict.next.status, Status::PickedUp);
+        assert_eq!(d.legs, vec![(Kind::Return, "pickup", 3600.0)]);
+        assert_eq!(d.reached_at, None);
+        // A return's legal clock stops at its first delivery attempt.
+        let mut row = return_row(Some(3600));
+        row.0.insert("status", Some("out_for_delivery".to_owned()));
+        let d = decide_event(
+            &row,
+            Status::OutForDelivery,
+            false,
+            &[],
+            &reported(15, 7200),
+            &context,
+            ts(7300),
+        )
+        .unwrap();
+        assert_eq!(d.verdict.next.status, Status::DeliveryAttemptFailed);
+        assert_eq!(d.reached_at, Some(ts(7200)));
+        assert_eq!(d.legs, vec![(Kind::Return, "delivery", 3600.0)]);
+    }
+
+    #[test]
+    fn an_order_a_webhook_reveals_ends_the_order_leg_at_its_adoption() {
+        let d = decide_event(
+            &return_row(None),
+            Status::OrderCreated,
+            true,
+            &[],
+            &reported(2, 30),
+            &super::super::EventContext::default(),
+            ts(40),
+        )
+        .unwrap();
+        assert_eq!(d.legs, vec![(Kind::Return, "order", 100.0)]);
+        assert!(!d.cod_paid_now);
     }
 
     #[test]

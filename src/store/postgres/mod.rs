@@ -18,7 +18,7 @@ use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
     AWAITING_ORDER, CallbackDraft, Change, EventOrder, HANDOFF_COLUMNS, Settlement, TAKE_SEQUENCE,
-    TimelineDraft, cod_settlement, event_order, handoff_from_row, opt_ms, parse, timeline_from_row,
+    TimelineDraft, event_order, handoff_from_row, opt_ms, parse, timeline_from_row,
 };
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
@@ -27,7 +27,7 @@ use super::{
 };
 use crate::config::StoreSettings;
 use crate::domain::callback::{BodyFormat, CallbackType};
-use crate::domain::state_machine::{self, MachineState, Relay, SeenEvent};
+use crate::domain::state_machine::{Relay, SeenEvent};
 use crate::domain::{CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/postgres");
@@ -227,6 +227,16 @@ async fn move_handoff(
     Ok(Some(current))
 }
 
+/// The handoff a carrier event concerns (by saleOrderCode, else item code,
+/// else originalID).
+static EVENT_HANDOFF: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM handoffs WHERE id = $1 OR ($1 IS NULL AND (tracking_number = $2 \
+         OR ($2 IS NULL AND carrier_original_id = $3))) LIMIT 1",
+        super::shared::EVENT_COLUMNS
+    )
+});
+
 /// Matches one carrier event to its handoff and records what it does.
 async fn apply_one(
     tx: &mut sqlx::PgConnection,
@@ -239,17 +249,12 @@ async fn apply_one(
         .sale_order_code
         .as_deref()
         .and_then(HandoffId::parse);
-    let row = sqlx::query(
-        "SELECT id, client, kind, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
-         cod_settled, cod_held, details, created_at, order_created_at, sla_reached_at, carrier_original_id, \
-         cod_settled_at, cod_amount_reported, cod_amount_vnd FROM handoffs \
-         WHERE id = $1 OR ($1 IS NULL AND (tracking_number = $2 OR ($2 IS NULL AND carrier_original_id = $3))) LIMIT 1",
-    )
-    .bind(by_id.as_ref().map(HandoffId::as_str))
-    .bind(incoming.tracking_number.as_deref())
-    .bind(incoming.original_id.as_deref())
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(EVENT_HANDOFF.as_str()))
+        .bind(by_id.as_ref().map(HandoffId::as_str))
+        .bind(incoming.tracking_number.as_deref())
+        .bind(incoming.original_id.as_deref())
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some(row) = row else {
         return Ok(EventOutcome::UnknownOrder);
     };
@@ -295,18 +300,6 @@ async fn apply_one(
             }
         }
     }
-    let watermark_at: Option<i64> = row.try_get("watermark_at")?;
-    let watermark_rank: Option<i64> = row.try_get("watermark_rank")?;
-    let state = MachineState {
-        status,
-        watermark: match (watermark_at, watermark_rank) {
-            (Some(at), Some(rank)) => Some((from_ms(at)?, rank as u8)),
-            _ => None,
-        },
-        picked_up: row.try_get::<Option<i64>, _>("picked_up_at")?.is_some(),
-        cod_settled: row.try_get("cod_settled")?,
-        cod_held: row.try_get("cod_held")?,
-    };
     let seen_rows = sqlx::query(
         "SELECT source, carrier_code, occurred_at FROM timeline WHERE handoff_id = $1 AND carrier_code IS NOT NULL",
     )
@@ -321,76 +314,9 @@ async fn apply_one(
             occurred_at: from_ms(r.try_get("occurred_at")?)?,
         });
     }
-    let verdict = state_machine::apply(&state, &seen, &incoming.event);
-    let next = &verdict.next;
-    let kind: Kind = parse("kind", row.try_get("kind")?)?;
-    let occurred = incoming.event.occurred_at;
-    let mut legs = Vec::new();
-    if adopted_now {
-        // A webhook revealed the order before the create's answer did.
-        let received: i64 = row.try_get("created_at")?;
-        legs.push((kind, "order", (ms(now) - received) as f64 / 1000.0));
-    }
-    let picked_up_at: Option<jiff::Timestamp> = if next.picked_up && !state.picked_up {
-        let order_created_at: Option<i64> = if adopted_now {
-            Some(ms(now))
-        } else {
-            row.try_get("order_created_at")?
-        };
-        if let Some(created) = order_created_at {
-            legs.push((kind, "pickup", (ms(occurred) - created) as f64 / 1000.0));
-        }
-        Some(occurred)
-    } else {
-        opt_ms(row.try_get("picked_up_at")?)?
-    };
-    // The legal clock stops at delivery; for a return at the first delivery attempt.
-    let reaches = next.status != state.status
-        && match kind {
-            Kind::Pickup => next.status == Status::Delivered,
-            Kind::Return => matches!(
-                next.status,
-                Status::Delivered | Status::DeliveryAttemptFailed
-            ),
-        };
-    let reached_at = if reaches && row.try_get::<Option<i64>, _>("sla_reached_at")?.is_none() {
-        if let Some(p) = picked_up_at {
-            legs.push((kind, "delivery", (ms(occurred) - ms(p)) as f64 / 1000.0));
-        }
-        Some(occurred)
-    } else {
-        None
-    };
-    // Day J: the legal delivery time starts when the item is taken over.
-    let sla_due_at = if next.picked_up && !state.picked_up {
-        let details: Option<String> = row.try_get("details")?;
-        details
-            .and_then(|d| serde_json::from_str::<crate::domain::HandoffRequest>(&d).ok())
-            .map(|r| {
-                context.sla.due_at(
-                    incoming.event.occurred_at,
-                    &r.citizen.address,
-                    &r.agency.address,
-                    r.return_appointment_slip,
-                )
-            })
-    } else {
-        None
-    };
-    // Code 21 seen for the first time: its time and amount are kept for the
-    // `handoff.cod_settled` callback, which may wait for the delivery.
-    let cod_paid_now = matches!(
-        state_machine::CarrierCode::from_code(incoming.event.code),
-        state_machine::CarrierCode::CodPaid
-    ) && !state.cod_settled
-        && !state.cod_held
-        && (next.cod_settled || next.cod_held);
-    let cod = cod_settlement(
-        incoming,
-        row.try_get("cod_settled_at")?,
-        row.try_get("cod_amount_reported")?,
-        row.try_get::<i64, _>("cod_amount_vnd")?.max(0) as u64,
-    )?;
+    let decided =
+        super::shared::decide_event(&row, status, adopted_now, &seen, incoming, context, now)?;
+    let next = &decided.verdict.next;
     sqlx::query(
         "UPDATE handoffs SET status = $1, watermark_at = $2, watermark_rank = $3, cod_settled = $4, \
          cod_held = $5, last_carrier_event_at = $6, updated_at = CASE WHEN $7 THEN $6 ELSE updated_at END, \
@@ -408,19 +334,19 @@ async fn apply_one(
     .bind(next.cod_settled)
     .bind(next.cod_held)
     .bind(ms(now))
-    .bind(next.status != state.status)
+    .bind(next.status != decided.previous)
     .bind(next.picked_up)
     .bind(ms(incoming.event.occurred_at))
     .bind(next.status.is_terminal())
     .bind(id.as_str())
-    .bind(sla_due_at.map(ms))
-    .bind(reached_at.map(ms))
-    .bind(cod_paid_now.then(|| ms(incoming.event.occurred_at)))
-    .bind(incoming.cod_amount.filter(|_| cod_paid_now))
+    .bind(decided.sla_due_at.map(ms))
+    .bind(decided.reached_at.map(ms))
+    .bind(decided.cod_paid_now.then(|| ms(incoming.event.occurred_at)))
+    .bind(incoming.cod_amount.filter(|_| decided.cod_paid_now))
     .execute(&mut *tx)
     .await?;
     let mut first_sequence = None;
-    for relay in &verdict.relay {
+    for relay in &decided.verdict.relay {
         let (event_type, status, previous) = match *relay {
             Relay::StatusChanged { status, previous } => {
                 (CallbackType::StatusChanged, status, previous)
@@ -438,11 +364,11 @@ async fn apply_one(
             reason: None,
             carrier: Some(&incoming.carrier),
             occurred_at: incoming.event.occurred_at,
-            cod: (event_type == CallbackType::CodSettled).then_some(cod),
+            cod: (event_type == CallbackType::CodSettled).then_some(decided.cod),
         };
         let sequence = queue_callback(tx, &id, &draft, format, now).await?;
         match relay {
-            Relay::CodSettled if verdict.mapped.is_some() => {
+            Relay::CodSettled if decided.verdict.mapped.is_some() => {
                 // The COD report held earlier is the entry this callback relays.
                 sqlx::query(
                     "UPDATE timeline SET sequence = $1 WHERE id = (SELECT id FROM timeline \
@@ -458,8 +384,8 @@ async fn apply_one(
     }
     let entry = TimelineDraft {
         source: incoming.event.source,
-        status: verdict.mapped,
-        effect: verdict.effect,
+        status: decided.verdict.mapped,
+        effect: decided.verdict.effect,
         sequence: first_sequence,
         occurred_at: incoming.event.occurred_at,
         carrier: Some(&incoming.carrier),
@@ -469,8 +395,8 @@ async fn apply_one(
     insert_timeline(tx, &id, &entry, now).await?;
     Ok(EventOutcome::Recorded {
         handoff_id: id,
-        effect: verdict.effect,
-        legs,
+        effect: decided.verdict.effect,
+        legs: decided.legs,
     })
 }
 

@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
-    CallbackDraft, Change, EventOrder, HANDOFF_COLUMNS, TAKE_SEQUENCE, TimelineDraft,
-    cod_settlement, event_order, handoff_from_row, opt_ms, parse, timeline_from_row,
+    CallbackDraft, Change, EventOrder, HANDOFF_COLUMNS, TAKE_SEQUENCE, TimelineDraft, event_order,
+    handoff_from_row, opt_ms, parse, timeline_from_row,
 };
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
@@ -28,7 +28,7 @@ use super::{
 };
 use crate::config::StoreSettings;
 use crate::domain::callback::{BodyFormat, CallbackType};
-use crate::domain::state_machine::{self, MachineState, Relay, SeenEvent};
+use crate::domain::state_machine::{Relay, SeenEvent};
 use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
 use worker_writes::{FinishCallback, FinishPostal, StartAttempt, WorkerWrites, Write};
 
@@ -293,6 +293,19 @@ static CLAIMED_HANDOFFS: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     )
 });
 
+/// The handoff a carrier event concerns (by saleOrderCode, else item code,
+/// else originalID), with the carrier events it has seen as one JSON array.
+static EVENT_HANDOFF: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {}, \
+         (SELECT json_group_array(json_array(t.source, t.carrier_code, t.occurred_at)) FROM timeline t \
+          WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
+         FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND (tracking_number = ?2 \
+         OR (?2 IS NULL AND carrier_original_id = ?3))) LIMIT 1",
+        super::shared::EVENT_COLUMNS
+    )
+});
+
 /// Records a carrier event on its handoff and takes `?14` callback sequences
 /// (the first in `next_sequence`), returning the handoff as updated.
 static APPLY_EVENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -339,20 +352,12 @@ async fn apply_one(
         .and_then(HandoffId::parse);
     // The carrier events already seen come with the handoff, as one JSON
     // array: a statement less per event.
-    let row = sqlx::query(
-        "SELECT id, client, kind, status, tracking_number, watermark_at, watermark_rank, picked_up_at, \
-         cod_settled, cod_held, details, created_at, order_created_at, sla_reached_at, carrier_original_id, \
-         cod_settled_at, cod_amount_reported, cod_amount_vnd, \
-         (SELECT json_group_array(json_array(t.source, t.carrier_code, t.occurred_at)) FROM timeline t \
-          WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
-         FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND (tracking_number = ?2 \
-         OR (?2 IS NULL AND carrier_original_id = ?3))) LIMIT 1",
-    )
-    .bind(by_id.as_ref().map(HandoffId::as_str))
-    .bind(incoming.tracking_number.as_deref())
-    .bind(incoming.original_id.as_deref())
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(EVENT_HANDOFF.as_str()))
+        .bind(by_id.as_ref().map(HandoffId::as_str))
+        .bind(incoming.tracking_number.as_deref())
+        .bind(incoming.original_id.as_deref())
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some(row) = row else {
         return Ok(EventOutcome::UnknownOrder);
     };
@@ -398,89 +403,10 @@ async fn apply_one(
             }
         }
     }
-    let watermark_at: Option<i64> = row.try_get("watermark_at")?;
-    let watermark_rank: Option<i64> = row.try_get("watermark_rank")?;
-    let state = MachineState {
-        status,
-        watermark: match (watermark_at, watermark_rank) {
-            (Some(at), Some(rank)) => Some((from_ms(at)?, rank as u8)),
-            _ => None,
-        },
-        picked_up: row.try_get::<Option<i64>, _>("picked_up_at")?.is_some(),
-        cod_settled: row.try_get("cod_settled")?,
-        cod_held: row.try_get("cod_held")?,
-    };
     let seen = seen_events(row.try_get("seen")?)?;
-    let verdict = state_machine::apply(&state, &seen, &incoming.event);
-    let next = &verdict.next;
-    let kind: Kind = parse("kind", row.try_get("kind")?)?;
-    let occurred = incoming.event.occurred_at;
-    let mut legs = Vec::new();
-    if adopted_now {
-        // A webhook revealed the order before the create's answer did.
-        let received: i64 = row.try_get("created_at")?;
-        legs.push((kind, "order", (ms(now) - received) as f64 / 1000.0));
-    }
-    let picked_up_at: Option<jiff::Timestamp> = if next.picked_up && !state.picked_up {
-        let order_created_at: Option<i64> = if adopted_now {
-            Some(ms(now))
-        } else {
-            row.try_get("order_created_at")?
-        };
-        if let Some(created) = order_created_at {
-            legs.push((kind, "pickup", (ms(occurred) - created) as f64 / 1000.0));
-        }
-        Some(occurred)
-    } else {
-        opt_ms(row.try_get("picked_up_at")?)?
-    };
-    // The legal clock stops at delivery; for a return at the first delivery attempt.
-    let reaches = next.status != state.status
-        && match kind {
-            Kind::Pickup => next.status == Status::Delivered,
-            Kind::Return => matches!(
-                next.status,
-                Status::Delivered | Status::DeliveryAttemptFailed
-            ),
-        };
-    let reached_at = if reaches && row.try_get::<Option<i64>, _>("sla_reached_at")?.is_none() {
-        if let Some(p) = picked_up_at {
-            legs.push((kind, "delivery", (ms(occurred) - ms(p)) as f64 / 1000.0));
-        }
-        Some(occurred)
-    } else {
-        None
-    };
-    // Day J: the legal delivery time starts when the item is taken over.
-    let sla_due_at = if next.picked_up && !state.picked_up {
-        let details: Option<String> = row.try_get("details")?;
-        details
-            .and_then(|d| serde_json::from_str::<crate::domain::HandoffRequest>(&d).ok())
-            .map(|r| {
-                context.sla.due_at(
-                    incoming.event.occurred_at,
-                    &r.citizen.address,
-                    &r.agency.address,
-                    r.return_appointment_slip,
-                )
-            })
-    } else {
-        None
-    };
-    // Code 21 seen for the first time: its time and amount are kept for the
-    // `handoff.cod_settled` callback, which may wait for the delivery.
-    let cod_paid_now = matches!(
-        state_machine::CarrierCode::from_code(incoming.event.code),
-        state_machine::CarrierCode::CodPaid
-    ) && !state.cod_settled
-        && !state.cod_held
-        && (next.cod_settled || next.cod_held);
-    let cod = cod_settlement(
-        incoming,
-        row.try_get("cod_settled_at")?,
-        row.try_get("cod_amount_reported")?,
-        row.try_get::<i64, _>("cod_amount_vnd")?.max(0) as u64,
-    )?;
+    let decided =
+        super::shared::decide_event(&row, status, adopted_now, &seen, incoming, context, now)?;
+    let next = &decided.verdict.next;
     // The update also takes the sequences of the callbacks the event relays
     // and returns the handoff their bodies describe.
     let updated = sqlx::query(sqlx::AssertSqlSafe(APPLY_EVENT.as_str()))
@@ -490,22 +416,22 @@ async fn apply_one(
         .bind(next.cod_settled)
         .bind(next.cod_held)
         .bind(ms(now))
-        .bind(next.status != state.status)
+        .bind(next.status != decided.previous)
         .bind(next.picked_up)
         .bind(ms(incoming.event.occurred_at))
         .bind(next.status.is_terminal())
         .bind(id.as_str())
-        .bind(sla_due_at.map(ms))
-        .bind(reached_at.map(ms))
-        .bind(verdict.relay.len() as i64)
-        .bind(cod_paid_now.then(|| ms(incoming.event.occurred_at)))
-        .bind(incoming.cod_amount.filter(|_| cod_paid_now))
+        .bind(decided.sla_due_at.map(ms))
+        .bind(decided.reached_at.map(ms))
+        .bind(decided.verdict.relay.len() as i64)
+        .bind(decided.cod_paid_now.then(|| ms(incoming.event.occurred_at)))
+        .bind(incoming.cod_amount.filter(|_| decided.cod_paid_now))
         .fetch_one(&mut *tx)
         .await?;
     let handoff = handoff_from_row(&updated)?;
     let first_of_event: i64 = updated.try_get("next_sequence")?;
     let mut first_sequence = None;
-    for (sequence, relay) in (first_of_event..).zip(&verdict.relay) {
+    for (sequence, relay) in (first_of_event..).zip(&decided.verdict.relay) {
         let (event_type, status, previous) = match *relay {
             Relay::StatusChanged { status, previous } => {
                 (CallbackType::StatusChanged, status, previous)
@@ -523,11 +449,11 @@ async fn apply_one(
             reason: None,
             carrier: Some(&incoming.carrier),
             occurred_at: incoming.event.occurred_at,
-            cod: (event_type == CallbackType::CodSettled).then_some(cod),
+            cod: (event_type == CallbackType::CodSettled).then_some(decided.cod),
         };
         insert_callback(tx, &handoff, sequence, &draft, format, now).await?;
         match relay {
-            Relay::CodSettled if verdict.mapped.is_some() => {
+            Relay::CodSettled if decided.verdict.mapped.is_some() => {
                 // The COD report held earlier is the entry this callback relays.
                 sqlx::query(
                     "UPDATE timeline SET sequence = ? WHERE id = (SELECT id FROM timeline \
@@ -543,8 +469,8 @@ async fn apply_one(
     }
     let entry = TimelineDraft {
         source: incoming.event.source,
-        status: verdict.mapped,
-        effect: verdict.effect,
+        status: decided.verdict.mapped,
+        effect: decided.verdict.effect,
         sequence: first_sequence,
         occurred_at: incoming.event.occurred_at,
         carrier: Some(&incoming.carrier),
@@ -554,8 +480,8 @@ async fn apply_one(
     insert_timeline(tx, &id, &entry, now).await?;
     Ok(EventOutcome::Recorded {
         handoff_id: id,
-        effect: verdict.effect,
-        legs,
+        effect: decided.verdict.effect,
+        legs: decided.legs,
     })
 }
 
