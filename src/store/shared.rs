@@ -32,6 +32,17 @@ pub(super) static TAKE_SEQUENCE: std::sync::LazyLock<String> = std::sync::LazyLo
     )
 });
 
+/// The terminal statuses as an SQL list (`'delivered', 'returned', …`),
+/// from [`Status::is_terminal`]: the rule is written once, in Rust.
+pub(super) static TERMINAL_STATUSES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    Status::ALL
+        .iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
 /// Callbacks with `behind_dead`: a dead callback of the same handoff comes
 /// before it (a pending one is then held).
 pub(super) const CALLBACKS: &str = "(SELECT c.id, c.handoff_id, c.client, c.sequence, c.event_type, c.state, \
@@ -709,6 +720,14 @@ mod tests {
         .unwrap();
         assert_eq!(d.legs, vec![(Kind::Return, "order", 100.0)]);
         assert!(!d.cod_paid_now);
+    }
+
+    #[test]
+    fn the_terminal_statuses_of_the_sql_are_the_domains() {
+        assert_eq!(
+            *TERMINAL_STATUSES,
+            "'delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed'"
+        );
     }
 
     #[test]

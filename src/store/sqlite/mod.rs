@@ -854,15 +854,16 @@ impl Store for SqliteStore {
         cod_since: jiff::Timestamp,
         limit: u32,
     ) -> Result<Vec<super::QuietHandoff>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, client, created_at, tracking_number, carrier_original_id FROM handoffs \
              WHERE (tracking_number IS NOT NULL OR carrier_original_id IS NOT NULL) \
-             AND (status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed') \
+             AND (status NOT IN ({terminal}) \
                   OR (status = 'delivered' AND kind = 'return' AND cod_amount_vnd > 0 AND cod_settled = 0 \
                       AND COALESCE(delivered_at, terminal_at) > ?3)) \
              AND MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0), COALESCE(order_created_at, 0)) <= ?1 \
              ORDER BY MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0)) LIMIT ?2",
-        )
+            terminal = *super::shared::TERMINAL_STATUSES
+        )))
         .bind(ms(quiet_since))
         .bind(i64::from(limit))
         .bind(ms(cod_since))
@@ -959,13 +960,14 @@ impl Store for SqliteStore {
     }
 
     async fn record_sla_breaches(&self, now: jiff::Timestamp) -> Result<Vec<Kind>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE handoffs SET sla_breached_at = ?1 WHERE sla_breached_at IS NULL AND sla_due_at IS NOT NULL \
              AND ((sla_reached_at IS NULL AND sla_due_at < ?1 \
-                   AND status NOT IN ('delivered', 'returned', 'partially_delivered', 'pickup_failed', 'cancelled', 'rejected', 'failed')) \
+                   AND status NOT IN ({terminal})) \
                   OR sla_reached_at > sla_due_at) \
              RETURNING kind",
-        )
+            terminal = *super::shared::TERMINAL_STATUSES
+        )))
         .bind(ms(now))
         .fetch_all(&self.pool)
         .await?;
