@@ -21,6 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway with a simulated Vietnam Post and intake system, no setup.
+    #[cfg(feature = "sim")]
     Demo(bcci_gateway::demo::Args),
     /// Run the gateway: intake API, webhook receiver, workers, admin API, metrics.
     Serve(cli::ConfigArgs),
@@ -34,6 +35,7 @@ enum Command {
     Healthcheck(cli::HealthcheckArgs),
     /// Run the Vietnam Post simulator alone, with fault injection; prints its
     /// base URL as the first line.
+    #[cfg(feature = "sim")]
     PostalSim(bcci_gateway::sim::cli::Args),
     /// Operator actions. `handoffs`, `callbacks` and `stats` work on the store
     /// directly: with SQLite (one process only) run them while the gateway is
@@ -60,11 +62,13 @@ fn main() -> ExitCode {
 /// all of them read a configuration (`admin token new`, `postal-sim`).
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        #[cfg(feature = "sim")]
         Command::Demo(args) => bcci_gateway::demo::run(args).await,
         Command::Serve(args) => cli::serve(args).await,
         Command::Migrate(args) => cli::migrate(args).await,
         Command::CheckConfig(args) => cli::check_config(args),
         Command::Healthcheck(args) => cli::healthcheck(args).await,
+        #[cfg(feature = "sim")]
         Command::PostalSim(args) => bcci_gateway::sim::cli::run(args).await,
         Command::Admin(args) => admin::cli::run(args).await,
     }
