@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -213,9 +214,31 @@ async fn wait_for(mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The arguments of `demo`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Exit after this long (e.g. `90s`, `5m`): 0 if every sample ended as expected.
+    #[arg(long = "for", value_name = "DURATION")]
+    pub run_for: Option<jiff::SignedDuration>,
+}
+
+/// Runs the demo; with `--for`, exits after it, 0 if every sample ended as
+/// expected.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let run_for = args
+        .run_for
+        .map(|d| Duration::try_from(d).context("--for must be positive"))
+        .transpose()?;
+    Ok(if run_samples(run_for).await? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Runs the demo; with `run_for`, exits after it with whether every sample
 /// ended as expected.
-pub async fn run(run_for: Option<Duration>) -> anyhow::Result<bool> {
+async fn run_samples(run_for: Option<Duration>) -> anyhow::Result<bool> {
     let data = Path::new("data");
     std::fs::create_dir_all(data)?;
     for f in ["demo.db", "demo.db-wal", "demo.db-shm"] {

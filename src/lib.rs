@@ -8,8 +8,10 @@
 pub mod admin;
 pub mod app;
 pub mod carrier;
+pub mod cli;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod dispatch;
 pub mod domain;
@@ -18,6 +20,7 @@ pub mod intake;
 pub mod lifecycle;
 pub mod probes;
 pub mod relay;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -63,6 +63,28 @@ fn send_notification(socket: &std::ffi::OsStr, state: &str) -> std::io::Result<(
     Ok(())
 }
 
+/// Completes on Ctrl-C (SIGINT) or SIGTERM: what starts the drain.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

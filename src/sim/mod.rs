@@ -7,6 +7,7 @@
 //! answered masked (getOrder) and never logged. Everything random comes from
 //! one RNG seeded from [`SimConfig::seed`].
 
+pub mod cli;
 mod faults;
 mod orders;
 mod routes;
