@@ -10,9 +10,10 @@ use bcci_gateway::config::Settings;
 use bcci_gateway::domain::{HandoffId, Status};
 use bcci_gateway::sim::{Faults, SimConfig, Simulator};
 
-use crate::common::config::{KEY, SECRET, TestConfig};
+use crate::common::config::{KEY, NOWHERE, SECRET, TestConfig};
 use crate::common::receiver::{ReceiverOptions, TestReceiver};
 use crate::common::{Backend, TestStore, create_handoff, free_port, valid_request};
+use crate::helpers::TestApp;
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -408,30 +409,18 @@ async fn webhooks_are_authenticated_and_every_record_is_stored_or_counted(backen
 }
 
 async fn an_address_outside_the_allowlist_is_forbidden(backend: Backend) {
-    let (_receiver, callback_addr) = start_receiver(0).await;
-    let Some(place) = TestStore::new(backend).await else {
+    let Some(app) = TestApp::builder()
+        .backend(backend)
+        .postal(NOWHERE)
+        .receiver(ReceiverOptions::default())
+        .without_workers()
+        .configure(|c| c.postal("webhook_allow_ips = [\"10.0.0.0/8\"]"))
+        .build()
+        .await
+    else {
         return;
     };
-    let s = settings(
-        &place.url,
-        free_port(),
-        "http://127.0.0.1:9",
-        callback_addr,
-        "",
-    );
-    let mut s = s;
-    s.postal.webhook_allow_ips = vec!["10.0.0.0/8".parse().unwrap()];
-    let app = Application::build_with(
-        s,
-        Options {
-            run_workers: false,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
-    let intake = app.intake_addr();
-    tokio::spawn(app.run_until_stopped());
+    let intake = app.intake;
     let r = reqwest::Client::new()
         .post(format!("http://{intake}/v1/postal/vnpost/events/{KEY}"))
         .header("x-forwarded-for", "10.1.2.3")

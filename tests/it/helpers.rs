@@ -28,7 +28,8 @@ pub struct TestApp {
     pub lifecycle: Lifecycle,
     pub http: reqwest::Client,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    /// The intake system, when the builder asked for one.
+    /// The intake system, when the builder asked for one: what it got.
+    #[allow(dead_code)]
     pub receiver: Option<TestReceiver>,
     pub place: TestStore,
 }
