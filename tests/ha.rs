@@ -9,18 +9,15 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use common::TestDatabase;
-use common::procs::{
-    Gateway, KEY, PostalSim, SECRET, TOKEN, free_port, read_handoff, read_handoffs,
-};
+use axum::http::StatusCode;
+use common::config::SECRET;
+use common::procs::{Gateway, KEY, PostalSim, TOKEN, read_handoff, read_handoffs};
+use common::receiver::{ReceiverOptions, TestReceiver};
+use common::{TestDatabase, free_port};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -49,52 +46,29 @@ struct Arrival {
 }
 
 /// The intake system: verifies each signature with the reference Standard
-/// Webhooks implementation, fails one request in ten, records arrivals.
-#[derive(Clone, Default)]
-struct Receiver {
-    arrivals: Arc<Mutex<Vec<Arrival>>>,
-    bad_signatures: Arc<AtomicU64>,
-    counter: Arc<AtomicU64>,
+/// Webhooks implementation, fails one request in ten.
+async fn start_receiver() -> TestReceiver {
+    TestReceiver::start_with(ReceiverOptions {
+        secrets: vec![SECRET.to_owned()],
+        reject_bad_signatures: true,
+        fail_every: Some((10, StatusCode::SERVICE_UNAVAILABLE)),
+    })
+    .await
 }
 
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let wh = standardwebhooks::Webhook::new(SECRET).unwrap();
-    if wh.verify(&body, &headers).is_err() {
-        r.bad_signatures.fetch_add(1, Ordering::SeqCst);
-        return StatusCode::UNAUTHORIZED;
+/// The accepted callbacks per handoff, in arrival order.
+fn by_handoff(receiver: &TestReceiver) -> HashMap<String, Vec<Arrival>> {
+    let mut by: HashMap<String, Vec<Arrival>> = HashMap::new();
+    for r in receiver.accepted() {
+        let a = Arrival {
+            webhook_id: r.webhook_id,
+            handoff_id: r.body["handoff_id"].as_str().unwrap().to_owned(),
+            sequence: r.body["sequence"].as_u64().unwrap(),
+            status: r.body["status"].as_str().unwrap().to_owned(),
+        };
+        by.entry(a.handoff_id.clone()).or_default().push(a);
     }
-    if r.counter.fetch_add(1, Ordering::SeqCst) % 10 == 9 {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    let doc: Value = serde_json::from_slice(&body).unwrap();
-    r.arrivals.lock().unwrap().push(Arrival {
-        webhook_id: headers["webhook-id"].to_str().unwrap().to_owned(),
-        handoff_id: doc["handoff_id"].as_str().unwrap().to_owned(),
-        sequence: doc["sequence"].as_u64().unwrap(),
-        status: doc["status"].as_str().unwrap().to_owned(),
-    });
-    StatusCode::NO_CONTENT
-}
-
-impl Receiver {
-    async fn start() -> (Self, SocketAddr) {
-        let r = Receiver::default();
-        let app = axum::Router::new()
-            .route("/callback", axum::routing::post(receive))
-            .with_state(r.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (r, addr)
-    }
-
-    fn by_handoff(&self) -> HashMap<String, Vec<Arrival>> {
-        let mut by: HashMap<String, Vec<Arrival>> = HashMap::new();
-        for a in self.arrivals.lock().unwrap().iter() {
-            by.entry(a.handoff_id.clone()).or_default().push(a.clone());
-        }
-        by
-    }
+    by
 }
 
 /// Sends one handoff to the processes in turn until one stores it.
@@ -141,7 +115,8 @@ async fn three_processes_on_one_postgres_survive_two_sigkills_with_one_order_eac
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let (receiver, callback) = Receiver::start().await;
+    let receiver = start_receiver().await;
+    let callback = receiver.addr;
     let ports: Vec<u16> = (0..PROCESSES).map(|_| free_port()).collect();
     // Vietnam Post posts its webhooks to the first process.
     let sim = PostalSim::start(
@@ -174,14 +149,7 @@ async fn three_processes_on_one_postgres_survive_two_sigkills_with_one_order_eac
         g.wait_ready().await;
     }
 
-    let template: Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/requests/valid/return-cod.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let template: Value = common::fixture_json("valid/return-cod.json");
     let resends = Arc::new(AtomicUsize::new(0));
     let submitter = {
         let (http, ports, resends) = (http.clone(), ports.clone(), resends.clone());
@@ -266,7 +234,7 @@ async fn three_processes_on_one_postgres_survive_two_sigkills_with_one_order_eac
                 final_status.insert(id, status);
             }
         }
-        let arrivals = receiver.by_handoff();
+        let arrivals = by_handoff(&receiver);
         let relayed = ids
             .iter()
             .filter(|id| {
@@ -321,8 +289,8 @@ async fn three_processes_on_one_postgres_survive_two_sigkills_with_one_order_eac
     // Callbacks: each handoff's arrive in sequence, none missing. A callback
     // may arrive again (a process died after sending it, before recording
     // it), but never after a later one.
-    assert_eq!(receiver.bad_signatures.load(Ordering::SeqCst), 0);
-    let arrivals = receiver.by_handoff();
+    assert_eq!(receiver.bad_signatures(), 0);
+    let arrivals = by_handoff(&receiver);
     for id in &ids {
         let got = &arrivals[id];
         let mut expected = 1;
@@ -413,7 +381,8 @@ async fn a_database_outage_turns_readiness_503_loses_nothing_and_recovers_by_its
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let (_receiver, callback) = Receiver::start().await;
+    let receiver = start_receiver().await;
+    let callback = receiver.addr;
     let port = free_port();
     let sim = PostalSim::start(
         &format!("http://127.0.0.1:{port}/v1/postal/vnpost/events/{KEY}"),

@@ -11,15 +11,14 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::procs::{
-    Gateway, KEY, PostalSim, Progress, Submitted, free_port, read_handoffs, submit,
-};
+use common::free_port;
+use common::procs::{Gateway, KEY, PostalSim, Progress, Submitted, read_handoffs, submit};
+use common::receiver::{ReceiverOptions, TestReceiver};
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,26 +61,12 @@ const NETWORK_FAULTS: &[&str] = &[
 
 /// The intake system's callback endpoint: fails one delivery in four (500),
 /// accepts the others; counts both.
-async fn start_receiver() -> (SocketAddr, Arc<AtomicU64>) {
-    let count = Arc::new(AtomicU64::new(0));
-    let seen = count.clone();
-    let app = axum::Router::new().route(
-        "/callback",
-        axum::routing::post(move || {
-            let seen = seen.clone();
-            async move {
-                if seen.fetch_add(1, Ordering::Relaxed) % 4 == 3 {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::NO_CONTENT
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, count)
+async fn start_receiver() -> TestReceiver {
+    TestReceiver::start_with(ReceiverOptions {
+        fail_every: Some((4, StatusCode::INTERNAL_SERVER_ERROR)),
+        ..ReceiverOptions::default()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -99,7 +84,8 @@ async fn six_hundred_handoffs_through_network_faults_cancels_and_three_sigkills_
         .build()
         .unwrap();
 
-    let (callback, callbacks) = start_receiver().await;
+    let callbacks = start_receiver().await;
+    let callback = callbacks.addr;
     let port = free_port();
     let sim = PostalSim::start_with(
         &format!("http://127.0.0.1:{port}/v1/postal/vnpost/events/{KEY}"),
@@ -121,14 +107,7 @@ async fn six_hundred_handoffs_through_network_faults_cancels_and_three_sigkills_
     let base = format!("http://127.0.0.1:{}", gateway.port);
 
     // The intake system sends 300 handoffs, resending through the outages.
-    let template: Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/requests/valid/return-cod.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let template: Value = common::fixture_json("valid/return-cod.json");
     let counts = Arc::new(Submitted::default());
     let submitter = {
         let (http, url, counts) = (http.clone(), format!("{base}/v1/handoffs"), counts.clone());
@@ -434,7 +413,7 @@ async fn six_hundred_handoffs_through_network_faults_cancels_and_three_sigkills_
         kill_log.join("\n"),
         counts.resends.load(Ordering::Relaxed),
         counts.duplicates.load(Ordering::Relaxed),
-        callbacks.load(Ordering::Relaxed),
+        callbacks.count(),
     );
 }
 

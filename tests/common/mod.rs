@@ -1,4 +1,7 @@
-//! Test support shared by the integration tests: a store for each backend.
+//! Test support shared by the integration tests (`tests/it`) and the
+//! process-level tests (`tests/soak.rs`, `tests/ha.rs`): a store for each
+//! backend, the one test configuration (`config`), the callback receiver
+//! (`receiver`), free ports and the processes (`procs`).
 //!
 //! SQLite lives in a temporary directory. PostgreSQL gets a fresh database
 //! on the server named by `BCCI_TEST_POSTGRES_URL` (default
@@ -11,10 +14,33 @@
 
 use std::time::Duration;
 
-/// For each named `async fn name(backend: Backend)` of the test file, one
-/// test on SQLite (`sqlite::name`) and one on PostgreSQL (`postgres::name`).
+/// For each named `async fn name(backend: Backend)` of the test module, one
+/// test on SQLite (`sqlite::name`) and one on PostgreSQL (`postgres::name`),
+/// each on a runtime of four workers.
+///
+/// `on_both_backends!(workers = 2, via = run; name, …)` instead calls the
+/// module's `run(backend, |store| Box::pin(name(store)))`, for tests that
+/// take what `run` makes of the backend (the store suite: an open store).
 #[allow(unused_macros)]
 macro_rules! on_both_backends {
+    (workers = $workers:tt, via = $run:ident; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+                async fn $name() {
+                    super::$run(super::Backend::Sqlite, |s| Box::pin(super::$name(s))).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+                async fn $name() {
+                    super::$run(super::Backend::Postgres, |s| Box::pin(super::$name(s))).await;
+                }
+            )*
+        }
+    };
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -37,6 +63,76 @@ macro_rules! on_both_backends {
 
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+
+pub mod config;
+pub mod procs;
+pub mod receiver;
+
+/// The sample requests, `fixtures/requests`.
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/requests")
+}
+
+pub fn fixture(rel: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+pub fn fixture_json(rel: &str) -> serde_json::Value {
+    serde_json::from_slice(&fixture(rel)).expect("fixture is JSON")
+}
+
+/// A valid request (`valid/return-cod.json`) with its own request_id.
+pub fn valid_request(request_id: &str) -> serde_json::Value {
+    let mut v = fixture_json("valid/return-cod.json");
+    v["request_id"] = serde_json::json!(request_id);
+    v
+}
+
+/// Creates a handoff through the intake API at `intake`; it must be new
+/// (202).
+pub async fn create_handoff(
+    http: &reqwest::Client,
+    intake: std::net::SocketAddr,
+    token: &str,
+    body: &serde_json::Value,
+) -> bcci_gateway::domain::HandoffId {
+    let r = http
+        .post(format!("http://{intake}/v1/handoffs"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    bcci_gateway::domain::HandoffId::parse(doc["id"].as_str().unwrap()).unwrap()
+}
+
+/// The application on `settings`, with its background workers or without
+/// them (the test drives them, or only requests change the store).
+pub async fn build_app(
+    settings: bcci_gateway::config::Settings,
+    run_workers: bool,
+) -> bcci_gateway::app::Application {
+    let options = bcci_gateway::app::Options {
+        run_workers,
+        ..bcci_gateway::app::Options::default()
+    };
+    bcci_gateway::app::Application::build_with(settings, options)
+        .await
+        .expect("app builds")
+}
+
+/// A loopback port nothing listens on now, for a listener the test must
+/// know before it starts (a gateway process, a webhook URL given to the
+/// simulator first).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// The server the PostgreSQL tests use (its maintenance database).
 pub fn postgres_server_url() -> String {
@@ -84,6 +180,11 @@ impl TestStore {
                 })
             }
         }
+    }
+
+    /// The SQLite file, for a test that reads it behind the gateway's back.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        self.url.strip_prefix("sqlite://").map(Into::into)
     }
 }
 
@@ -180,5 +281,3 @@ impl Drop for TestDatabase {
         }
     }
 }
-
-pub mod procs;

@@ -6,14 +6,14 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bcci_gateway::intake::auth::token_sha256_hex;
+use super::config::TestConfig;
 use serde_json::Value;
 
 /// The binary cargo built for these tests (the profile `cargo test` runs in).
@@ -21,15 +21,8 @@ pub const BUILT: &str = env!("CARGO_BIN_EXE_bcci-gateway");
 pub const TOKEN: &str = "soak-client-token";
 pub const ADMIN_TOKEN: &str = "soak-admin-token";
 pub const KEY: &str = "soak-webhook-key-0123456789";
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::free_port;
 
 /// The binary under test: `BCCI_TEST_BIN` when set (CI points it at the
 /// release build users run: `cargo build --release` then
@@ -237,58 +230,37 @@ impl Gateway {
         callback: SocketAddr,
     ) -> Self {
         let admin_port = free_port();
-        let toml = format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin_port}"
-shutdown_grace_s = 10
-
-[log]
-level = "warn"
-format = "text"
-
-[store]
-url = "{store_url}"
-lease_s = 10
-
-[postal]
-base_url = "{sim}"
-username = "partner"
-password = "soak-password"
-customer_code = "T000180585"
-webhook_keys = ["{KEY}"]
-timeout_ms = 1000
+        let config = dir.join(format!("{name}.toml"));
+        TestConfig::new(store_url, sim, &format!("http://{callback}/callback"))
+            .listen(
+                &format!("127.0.0.1:{port}"),
+                &format!("127.0.0.1:{admin_port}"),
+            )
+            .server("shutdown_grace_s = 10")
+            .log("level = \"warn\"\nformat = \"text\"")
+            .store("lease_s = 10")
+            .login("partner", "soak-password", "T000180585")
+            .webhook_keys(&[KEY])
+            .postal(
+                "timeout_ms = 1000
 lookup_delay_s = 1
 max_requests_per_second = 1000
 # The simulator fails up to half the calls; the breaker (tested on its own in
 # tests/it/dispatch.rs) would stop the run for its whole open time.
 breaker_failures = 50
-breaker_open_s = 1
-
-[intake]
-timeout_ms = 1000
-
-[[intake.clients]]
-name = "motcua-soak"
-token_sha256s = ["{client}"]
-requests_per_second = 100000
-callback_url = "http://{callback}/callback"
-callback_secrets = ["{SECRET}"]
-
-[admin]
-token_sha256s = ["{admin}"]
-
-[retry]
+breaker_open_s = 1",
+            )
+            .intake("timeout_ms = 1000")
+            .client("motcua-soak", &[TOKEN])
+            .rate(100000)
+            .admin(&[ADMIN_TOKEN])
+            .extra(
+                "[retry]
 initial_ms = 50
 max_ms = 1000
-deadline_s = 600
-"#,
-            client = token_sha256_hex(TOKEN),
-            admin = token_sha256_hex(ADMIN_TOKEN),
-        );
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, toml).unwrap();
+deadline_s = 600",
+            )
+            .write(&config);
         Self {
             proc: None,
             config,

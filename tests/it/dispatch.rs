@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{Backend, TestStore};
+use crate::common::config::TestConfig;
+use crate::common::{Backend, TestStore, create_handoff, valid_request};
 use bcci_gateway::app::{Application, Options};
 use bcci_gateway::clock::{Clock, ManualClock};
 use bcci_gateway::config::Settings;
 use bcci_gateway::dispatch::guard::BreakerSettings;
 use bcci_gateway::domain::{HandoffId, Status};
-use bcci_gateway::intake::auth::token_sha256_hex;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -290,34 +290,12 @@ impl Respond for FakeVnPost {
 }
 
 fn settings(store_url: &str, base_url: &str) -> Settings {
-    let hash = token_sha256_hex(TOKEN);
-    Settings::from_toml(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[store]
-url = "{store_url}"
-[postal]
-base_url = "{base_url}"
-username = "partner"
-password = "secret"
-customer_code = "T000180585"
-webhook_keys = ["webhook-key-0123456789"]
-timeout_ms = 500
-max_requests_per_second = 100000
-lookup_delay_s = 60
-[[intake.clients]]
-name = "motcua"
-token_sha256s = ["{hash}"]
-requests_per_second = 100000
-callback_url = "http://127.0.0.1:9/cb"
-callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
-[admin]
-token_sha256s = ["{hash}"]
-"#
-    ))
-    .unwrap()
+    TestConfig::new(store_url, base_url, "http://127.0.0.1:9/cb")
+        .postal("timeout_ms = 500\nmax_requests_per_second = 100000\nlookup_delay_s = 60")
+        .client("motcua", &[TOKEN])
+        .rate(100000)
+        .admin(&[TOKEN])
+        .settings()
 }
 
 struct Harness {
@@ -391,28 +369,10 @@ async fn harness(
 impl Harness {
     async fn submit(&self, n: usize) -> Vec<HandoffId> {
         let http = reqwest::Client::new();
-        let base: Value = serde_json::from_slice(
-            &std::fs::read(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/fixtures/requests/valid/return-cod.json"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
         let mut ids = Vec::new();
         for i in 0..n {
-            let mut body = base.clone();
-            body["request_id"] = json!(format!("D-{i}"));
-            let r = http
-                .post(format!("http://{}/v1/handoffs", self.intake))
-                .bearer_auth(TOKEN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-            let doc: Value = r.json().await.unwrap();
-            ids.push(HandoffId::parse(doc["id"].as_str().unwrap()).unwrap());
+            let body = valid_request(&format!("D-{i}"));
+            ids.push(create_handoff(&http, self.intake, TOKEN, &body).await);
         }
         ids
     }

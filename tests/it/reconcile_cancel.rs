@@ -1,16 +1,15 @@
 //! Reconciliation when webhooks go missing, and every branch of cancel.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::common::{Backend, TestStore};
-use bcci_gateway::app::{Application, Options};
-use bcci_gateway::config::Settings;
 use bcci_gateway::domain::{HandoffId, Status};
-use bcci_gateway::intake::auth::token_sha256_hex;
 use bcci_gateway::sim::{Faults, SimConfig, SimHandle, Simulator};
 use bcci_gateway::store::SharedStore;
 use serde_json::{Value, json};
+
+use crate::common::config::{KEY, TestConfig};
+use crate::common::{Backend, TestStore, build_app, create_handoff, free_port, valid_request};
 
 on_both_backends!(
     with_webhooks_off_reconciliation_alone_brings_fifty_handoffs_to_their_final_statuses,
@@ -24,15 +23,6 @@ on_both_backends!(
 
 const TOKEN: &str = "cancel-test-token";
 const OTHER: &str = "other-client-token";
-const KEY: &str = "webhook-key-0123456789";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Gateway {
     store: SharedStore,
@@ -60,57 +50,19 @@ async fn start(
     .await
     .unwrap();
     let place = TestStore::new(backend).await?;
-    let settings = Settings::from_toml(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:0"
-[store]
-url = "{store_url}"
-[postal]
-base_url = "{base}"
-username = "partner"
-password = "secret"
-customer_code = "T000180585"
-webhook_keys = ["{KEY}"]
-timeout_ms = 2000
-lookup_delay_s = 1
-max_requests_per_second = 100000
-{postal_extra}
-[intake]
-timeout_ms = 2000
-[[intake.clients]]
-name = "motcua"
-token_sha256s = ["{t1}"]
-requests_per_second = 100000
-callback_url = "http://127.0.0.1:9/cb"
-callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
-[[intake.clients]]
-name = "other"
-token_sha256s = ["{t2}"]
-callback_url = "http://127.0.0.1:9/cb"
-callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
-[admin]
-token_sha256s = ["{t1}"]
-[retry]
-initial_ms = 20
-max_ms = 200
-"#,
-        store_url = place.url,
-        base = sim.base_url(),
-        t1 = token_sha256_hex(TOKEN),
-        t2 = token_sha256_hex(OTHER),
-    ))
-    .unwrap();
-    let app = Application::build_with(
-        settings,
-        Options {
-            run_workers,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let settings = TestConfig::new(&place.url, &sim.base_url(), "http://127.0.0.1:9/cb")
+        .listen(&format!("127.0.0.1:{port}"), "127.0.0.1:0")
+        .postal(&format!(
+            "timeout_ms = 2000\nlookup_delay_s = 1\nmax_requests_per_second = 100000\n{postal_extra}"
+        ))
+        .intake("timeout_ms = 2000")
+        .client("motcua", &[TOKEN])
+        .rate(100000)
+        .client("other", &[OTHER])
+        .admin(&[TOKEN])
+        .extra("[retry]\ninitial_ms = 20\nmax_ms = 200")
+        .settings();
+    let app = build_app(settings, run_workers).await;
     let g = Gateway {
         store: app.store(),
         intake: app.intake_addr(),
@@ -124,26 +76,9 @@ max_ms = 200
 
 impl Gateway {
     async fn submit(&self, request_id: &str, procedure_name: &str) -> HandoffId {
-        let mut body: Value = serde_json::from_slice(
-            &std::fs::read(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/fixtures/requests/valid/return-cod.json"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
-        body["request_id"] = json!(request_id);
+        let mut body = valid_request(request_id);
         body["procedure"]["name"] = json!(procedure_name);
-        let r = reqwest::Client::new()
-            .post(format!("http://{}/v1/handoffs", self.intake))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let doc: Value = r.json().await.unwrap();
-        HandoffId::parse(doc["id"].as_str().unwrap()).unwrap()
+        create_handoff(&reqwest::Client::new(), self.intake, TOKEN, &body).await
     }
 
     async fn cancel(&self, id: &HandoffId, token: &str) -> (u16, Value) {

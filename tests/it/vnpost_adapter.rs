@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use bcci_gateway::carrier::vnpost::VnPostClient;
 use bcci_gateway::carrier::{CallFailure, CancelAnswer, Carrier, OrderRequest};
-use bcci_gateway::config::Settings;
-use bcci_gateway::domain::request::{Address, Agency, Citizen, HandoffRequest, Parcel, Procedure};
-use bcci_gateway::domain::{HandoffId, Kind, PhoneNumber};
+use bcci_gateway::domain::Kind;
 use bcci_gateway::telemetry::metrics::Metrics;
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -16,35 +14,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+use crate::common::config::TestConfig;
+use crate::helpers::order_request;
+
 const PREFIX: &str = "/customer-partner";
 const DOSSIER: &str = "000.00.21.H79-261125-0001";
 const NOTE: &str = "3 bản sao, 1 bản chính";
 
 fn settings(base_url: &str, extra: &str) -> bcci_gateway::config::PostalSettings {
-    let toml = format!(
-        r#"
-        [postal]
-        base_url = "{base_url}"
-        username = "partner"
-        password = "secret-password"
-        customer_code = "T000180585"
-        contract_code = "HD-2026"
-        webhook_keys = ["0123456789abcdef0123"]
-        timeout_ms = 500
-        {extra}
-
-        [[intake.clients]]
-        name = "motcua"
-        token_sha256s = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
-        callback_url = "http://127.0.0.1:2/cb"
-        callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
-
-        [admin]
-        token_sha256s = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
-        "#
-    );
-    Settings::from_toml(&toml)
-        .expect("valid test settings")
+    TestConfig::new("sqlite://data/bcci.db", base_url, "http://127.0.0.1:2/cb")
+        .login("partner", "secret-password", "T000180585")
+        .webhook_keys(&["0123456789abcdef0123"])
+        .postal(&format!(
+            "contract_code = \"HD-2026\"\ntimeout_ms = 500\n{extra}"
+        ))
+        .client("motcua", &["test"])
+        .admin(&["test"])
+        .settings()
         .postal
 }
 
@@ -111,46 +97,13 @@ impl Harness {
 }
 
 fn order(kind: Kind, cod: u64) -> OrderRequest {
-    let address = |line: &str, ward: &str| Address {
-        line: line.into(),
-        ward_code: ward.into(),
-        province_code: "79".into(),
-    };
-    OrderRequest {
-        handoff_id: HandoffId::new(1_764_000_000_000, 7),
-        customer_code: "KH-CONDAO".into(),
-        kind,
-        service_code: "ETN011".into(),
-        request: HandoffRequest {
-            request_id: "HG-2026-000123".into(),
-            kind,
-            dossier_code: DOSSIER.into(),
-            procedure: Procedure {
-                code: "1.001612".into(),
-                name: "Đăng ký hộ kinh doanh".into(),
-            },
-            agency: Agency {
-                code: "000.00.21.H79".into(),
-                name: "Bộ phận một cửa đặc khu Côn Đảo".into(),
-                phone: PhoneNumber::parse("02543830123").unwrap(),
-                address: address("28 Tôn Đức Thắng", "26734"),
-            },
-            citizen: Citizen {
-                name: "Nguyễn Văn An".into(),
-                phone: PhoneNumber::parse("+84 912 345 678").unwrap(),
-                email: Some("an@example.vn".into()),
-                address: address("12 Nguyễn Huệ, khu 3", "26732"),
-            },
-            parcel: Parcel {
-                weight_grams: 300,
-                note: Some(NOTE.into()),
-            },
-            cod_amount_vnd: cod,
-            service_code: Some("ETN011".into()),
-            return_appointment_slip: false,
-            due_at: None,
-        },
-    }
+    let mut o = order_request(7, kind, cod);
+    o.customer_code = "KH-CONDAO".into();
+    o.request.request_id = "HG-2026-000123".into();
+    o.request.dossier_code = DOSSIER.into();
+    o.request.parcel.note = Some(NOTE.into());
+    o.request.service_code = Some("ETN011".into());
+    o
 }
 
 fn created() -> Value {

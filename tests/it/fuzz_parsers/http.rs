@@ -3,17 +3,15 @@
 
 use std::path::PathBuf;
 
-use bcci_gateway::app::{Application, Options};
-use bcci_gateway::config::Settings;
 use bcci_gateway::intake::xml;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
-use crate::helpers::{TOKEN, config_toml};
-use crate::hostile::{self, is_xml_char};
-use crate::webhook;
+use super::hostile::{self, is_xml_char};
+use super::webhook;
+use crate::helpers::{TOKEN, TestApp};
 
 const WEBHOOK_KEY: &str = "webhook-key-0123456789";
 /// Rows of every table of the store.
@@ -30,23 +28,14 @@ struct Gateway {
     base: String,
     http: reqwest::Client,
     db: SqlitePool,
-    _dir: tempfile::TempDir,
+    _app: TestApp,
 }
 
 impl Gateway {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let settings = Settings::from_toml(&config_toml(dir.path(), "")).expect("settings");
-        let options = Options {
-            run_workers: false,
-            ..Options::default()
-        };
-        let app = Application::build_with(settings, options)
-            .await
-            .expect("app");
-        let base = format!("http://{}", app.intake_addr());
-        tokio::spawn(app.run_until_stopped());
-        let path: PathBuf = dir.path().join("bcci.db");
+        let app = TestApp::builder().without_workers().spawn().await;
+        let base = format!("http://{}", app.intake);
+        let path: PathBuf = app.place.sqlite_file().expect("a SQLite store");
         let db =
             SqlitePool::connect_with(SqliteConnectOptions::new().filename(path).read_only(true))
                 .await
@@ -55,7 +44,7 @@ impl Gateway {
             base,
             http: reqwest::Client::new(),
             db,
-            _dir: dir,
+            _app: app,
         }
     }
 

@@ -1,23 +1,19 @@
 //! Vietnam Post's status events in, signed and ordered callbacks out.
 
-#[macro_use]
-mod common;
-
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use bcci_gateway::app::{Application, Options};
 use bcci_gateway::config::Settings;
 use bcci_gateway::domain::{HandoffId, Status};
-use bcci_gateway::intake::auth::token_sha256_hex;
 use bcci_gateway::sim::{Faults, SimConfig, Simulator};
-use common::{Backend, TestStore};
+
+use crate::common::config::{KEY, NOWHERE, SECRET, TestConfig};
+use crate::common::receiver::{ReceiverOptions, TestReceiver};
+use crate::common::{Backend, TestStore, create_handoff, free_port, valid_request};
+use crate::helpers::TestApp;
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -28,88 +24,32 @@ on_both_backends!(
 );
 
 const TOKEN: &str = "loop-test-token";
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ROTATED: &str = "whsec_dGhpcyBpcyBhIHNlY29uZCBrZXk=";
-const KEY: &str = "webhook-key-0123456789";
-
-/// One callback as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Received {
-    id: String,
-    body: Value,
-    accepted: bool,
-}
 
 /// A tiny intake system: verifies every signature with the reference
-/// Standard Webhooks implementation and fails some requests on purpose.
-#[derive(Clone)]
-struct TestReceiver {
-    seen: Arc<Mutex<Vec<Received>>>,
-    bad_signatures: Arc<AtomicU64>,
-    counter: Arc<AtomicU64>,
-    /// Every n-th request fails with 503 (0: none).
-    fail_every: u64,
-    down: Arc<AtomicBool>,
+/// Standard Webhooks implementation (both the current and the rotated
+/// secret must verify on their own) and fails every n-th request with 503
+/// (0: none).
+async fn start_receiver(fail_every: u64) -> (TestReceiver, SocketAddr) {
+    let r = TestReceiver::start_with(ReceiverOptions {
+        secrets: vec![SECRET.to_owned(), ROTATED.to_owned()],
+        fail_every: (fail_every > 0).then_some((fail_every, StatusCode::SERVICE_UNAVAILABLE)),
+        ..ReceiverOptions::default()
+    })
+    .await;
+    let addr = r.addr;
+    (r, addr)
 }
 
-async fn receive(State(r): State<TestReceiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    // Both the current and the rotated secret must verify on their own.
-    for secret in [SECRET, ROTATED] {
-        let wh = standardwebhooks::Webhook::new(secret).unwrap();
-        if wh.verify(&body, &headers).is_err() {
-            r.bad_signatures.fetch_add(1, Ordering::SeqCst);
-        }
+/// Accepted callbacks per handoff, in arrival order.
+fn accepted(receiver: &TestReceiver) -> HashMap<String, Vec<Value>> {
+    let mut by: HashMap<String, Vec<Value>> = HashMap::new();
+    for r in receiver.accepted() {
+        by.entry(r.body["handoff_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(r.body);
     }
-    let n = r.counter.fetch_add(1, Ordering::SeqCst) + 1;
-    let accepted = !r.down.load(Ordering::SeqCst) && (r.fail_every == 0 || n % r.fail_every != 0);
-    r.seen.lock().unwrap().push(Received {
-        id: headers["webhook-id"].to_str().unwrap().to_owned(),
-        body: serde_json::from_slice(&body).unwrap(),
-        accepted,
-    });
-    if accepted {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
-}
-
-impl TestReceiver {
-    async fn start(fail_every: u64) -> (Self, SocketAddr) {
-        let r = TestReceiver {
-            seen: Arc::default(),
-            bad_signatures: Arc::default(),
-            counter: Arc::default(),
-            fail_every,
-            down: Arc::default(),
-        };
-        let app = axum::Router::new()
-            .route("/callback", axum::routing::post(receive))
-            .with_state(r.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (r, addr)
-    }
-
-    /// Accepted callbacks per handoff, in arrival order.
-    fn accepted(&self) -> HashMap<String, Vec<Value>> {
-        let mut by: HashMap<String, Vec<Value>> = HashMap::new();
-        for r in self.seen.lock().unwrap().iter().filter(|r| r.accepted) {
-            by.entry(r.body["handoff_id"].as_str().unwrap().to_owned())
-                .or_default()
-                .push(r.body.clone());
-        }
-        by
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    by
 }
 
 fn settings(
@@ -119,63 +59,25 @@ fn settings(
     callback: SocketAddr,
     extra: &str,
 ) -> Settings {
-    let hash = token_sha256_hex(TOKEN);
-    Settings::from_toml(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:0"
-[store]
-url = "{store_url}"
-[postal]
-base_url = "{postal}"
-username = "partner"
-password = "secret"
-customer_code = "T000180585"
-webhook_keys = ["old-key-that-was-rotated", "{KEY}"]
-timeout_ms = 2000
-max_requests_per_second = 100000
-lookup_delay_s = 1
-[intake]
-timeout_ms = 2000
-[[intake.clients]]
-name = "motcua"
-token_sha256s = ["{hash}"]
-requests_per_second = 100000
-callback_url = "http://{callback}/callback"
-callback_secrets = ["{SECRET}", "{ROTATED}"]
-[admin]
-token_sha256s = ["{hash}"]
-{extra}
-"#
-    ))
-    .unwrap()
+    TestConfig::new(store_url, postal, &format!("http://{callback}/callback"))
+        .listen(&format!("127.0.0.1:{port}"), "127.0.0.1:0")
+        .webhook_keys(&["old-key-that-was-rotated", KEY])
+        .postal("timeout_ms = 2000\nmax_requests_per_second = 100000\nlookup_delay_s = 1")
+        .intake("timeout_ms = 2000")
+        .client("motcua", &[TOKEN])
+        .rate(100000)
+        .secrets(&[SECRET, ROTATED])
+        .admin(&[TOKEN])
+        .extra(extra)
+        .settings()
 }
 
 async fn submit(intake: SocketAddr, n: usize) -> Vec<HandoffId> {
     let http = reqwest::Client::new();
-    let base: Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/requests/valid/return-cod.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
     let mut ids = Vec::new();
     for i in 0..n {
-        let mut body = base.clone();
-        body["request_id"] = json!(format!("LOOP-{i}"));
-        let r = http
-            .post(format!("http://{intake}/v1/handoffs"))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let doc: Value = r.json().await.unwrap();
-        ids.push(HandoffId::parse(doc["id"].as_str().unwrap()).unwrap());
+        let body = valid_request(&format!("LOOP-{i}"));
+        ids.push(create_handoff(&http, intake, TOKEN, &body).await);
     }
     ids
 }
@@ -183,7 +85,7 @@ async fn submit(intake: SocketAddr, n: usize) -> Vec<HandoffId> {
 async fn one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhooks_and_a_flaky_receiver(
     backend: Backend,
 ) {
-    let (receiver, callback_addr) = TestReceiver::start(4).await;
+    let (receiver, callback_addr) = start_receiver(4).await;
     let port = free_port();
     let sim = Simulator::start(SimConfig {
         webhook_url: Some(format!(
@@ -230,7 +132,7 @@ async fn one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhoo
         let mut done = 0;
         for id in &ids {
             let h = store.handoff(None, id).await.unwrap().unwrap();
-            let delivered = receiver.accepted().get(id.as_str()).map_or(0, Vec::len);
+            let delivered = accepted(&receiver).get(id.as_str()).map_or(0, Vec::len);
             let queued = store.callbacks_of(id).await.unwrap().len();
             if expected(id) == Some(h.status.as_str()) && delivered == queued && queued > 0 {
                 done += 1;
@@ -251,16 +153,12 @@ async fn one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhoo
         "{stats:?}"
     );
     assert!(
-        receiver.seen.lock().unwrap().iter().any(|r| !r.accepted),
+        receiver.received().iter().any(|r| !r.accepted()),
         "the receiver never failed"
     );
-    assert_eq!(
-        receiver.bad_signatures.load(Ordering::SeqCst),
-        0,
-        "a signature did not verify"
-    );
+    assert_eq!(receiver.bad_signatures(), 0, "a signature did not verify");
 
-    let accepted = receiver.accepted();
+    let accepted = accepted(&receiver);
     for id in &ids {
         let handoff = store.handoff(None, id).await.unwrap().unwrap();
         let got = &accepted[id.as_str()];
@@ -302,8 +200,8 @@ async fn one_hundred_handoffs_close_the_loop_through_duplicated_reordered_webhoo
 async fn a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_replay_in_order(
     backend: Backend,
 ) {
-    let (receiver, callback_addr) = TestReceiver::start(0).await;
-    receiver.down.store(true, Ordering::SeqCst);
+    let (receiver, callback_addr) = start_receiver(0).await;
+    receiver.set_status(StatusCode::SERVICE_UNAVAILABLE);
     let port = free_port();
     let sim = Simulator::start(SimConfig {
         webhook_url: Some(format!(
@@ -352,7 +250,7 @@ async fn a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_r
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(receiver.accepted().is_empty());
+    assert!(accepted(&receiver).is_empty());
     // The whole-store gauges show it (refreshed every few seconds).
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -373,16 +271,14 @@ async fn a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_r
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let attempts_before = receiver.seen.lock().unwrap().len();
+    let attempts_before = receiver.received().len();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let attempts_held = receiver.seen.lock().unwrap().len();
+    let attempts_held = receiver.received().len();
     // Held callbacks are not attempted: only the dead one ever was.
     let ids_attempted: std::collections::HashSet<String> = receiver
-        .seen
-        .lock()
-        .unwrap()
+        .received()
         .iter()
-        .map(|r| r.id.clone())
+        .map(|r| r.webhook_id.clone())
         .collect();
     assert_eq!(
         ids_attempted.len(),
@@ -394,7 +290,7 @@ async fn a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_r
         "a dead callback was retried"
     );
 
-    receiver.down.store(false, Ordering::SeqCst);
+    receiver.set_status(StatusCode::NO_CONTENT);
     assert_eq!(
         store
             .replay_dead_callbacks(None, jiff::Timestamp::now())
@@ -405,37 +301,34 @@ async fn a_receiver_down_past_the_deadline_leaves_dead_and_held_callbacks_that_r
     relay.run_until_idle().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let queued = store.callbacks_of(id).await.unwrap().len();
-    while receiver.accepted().get(id.as_str()).map_or(0, Vec::len) < queued {
+    while accepted(&receiver).get(id.as_str()).map_or(0, Vec::len) < queued {
         assert!(
             Instant::now() < deadline,
             "replayed callbacks did not arrive"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let got = &receiver.accepted()[id.as_str()];
+    let got = &accepted(&receiver)[id.as_str()];
     let sequences: Vec<u64> = got
         .iter()
         .map(|b| b["sequence"].as_u64().unwrap())
         .collect();
     assert_eq!(sequences, (1..=queued as u64).collect::<Vec<_>>());
     // The replayed callback keeps its webhook-id.
-    let first_id = receiver.seen.lock().unwrap()[0].id.clone();
+    let first_id = receiver.received()[0].webhook_id.clone();
     let replayed = receiver
-        .seen
-        .lock()
+        .received()
+        .into_iter()
+        .find(|r| r.accepted())
         .unwrap()
-        .iter()
-        .find(|r| r.accepted)
-        .unwrap()
-        .id
-        .clone();
+        .webhook_id;
     assert_eq!(first_id, replayed);
     lifecycle.drain();
     server.await.unwrap().unwrap();
 }
 
 async fn webhooks_are_authenticated_and_every_record_is_stored_or_counted(backend: Backend) {
-    let (_receiver, callback_addr) = TestReceiver::start(0).await;
+    let (_receiver, callback_addr) = start_receiver(0).await;
     let Some(place) = TestStore::new(backend).await else {
         return;
     };
@@ -516,30 +409,18 @@ async fn webhooks_are_authenticated_and_every_record_is_stored_or_counted(backen
 }
 
 async fn an_address_outside_the_allowlist_is_forbidden(backend: Backend) {
-    let (_receiver, callback_addr) = TestReceiver::start(0).await;
-    let Some(place) = TestStore::new(backend).await else {
+    let Some(app) = TestApp::builder()
+        .backend(backend)
+        .postal(NOWHERE)
+        .receiver(ReceiverOptions::default())
+        .without_workers()
+        .configure(|c| c.postal("webhook_allow_ips = [\"10.0.0.0/8\"]"))
+        .build()
+        .await
+    else {
         return;
     };
-    let s = settings(
-        &place.url,
-        free_port(),
-        "http://127.0.0.1:9",
-        callback_addr,
-        "",
-    );
-    let mut s = s;
-    s.postal.webhook_allow_ips = vec!["10.0.0.0/8".parse().unwrap()];
-    let app = Application::build_with(
-        s,
-        Options {
-            run_workers: false,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
-    let intake = app.intake_addr();
-    tokio::spawn(app.run_until_stopped());
+    let intake = app.intake;
     let r = reqwest::Client::new()
         .post(format!("http://{intake}/v1/postal/vnpost/events/{KEY}"))
         .header("x-forwarded-for", "10.1.2.3")

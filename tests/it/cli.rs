@@ -1,10 +1,12 @@
 //! The real binary: logs, the store lock, configuration commands.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::common::config::{NOWHERE, TestConfig};
+use crate::common::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bcci-gateway");
 const TOKEN: &str = "cli-test-token";
@@ -13,48 +15,20 @@ fn sha256_hex(s: &str) -> String {
     bcci_gateway::intake::auth::token_sha256_hex(s)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Writes a configuration file into `dir` and returns its path and ports.
 fn write_config(dir: &Path, db: &Path) -> (std::path::PathBuf, u16, u16) {
     let (port, admin_port) = (free_port(), free_port());
-    let toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin_port}"
-shutdown_grace_s = 5
-
-[store]
-url = "sqlite://{db}"
-
-[postal]
-base_url = "http://127.0.0.1:9"
-username = "partner"
-password = "file-password-should-not-print"
-customer_code = "T000180585"
-webhook_keys = ["webhook-key-0123456789"]
-
-[[intake.clients]]
-name = "motcua-condao"
-token_sha256s = ["{hash}"]
-callback_url = "http://127.0.0.1:9/callback"
-callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
-
-[admin]
-token_sha256s = ["{hash}"]
-"#,
-        db = db.display(),
-        hash = sha256_hex(TOKEN)
-    );
     let path = dir.join("config.toml");
-    std::fs::write(&path, toml).unwrap();
+    TestConfig::sqlite(db, NOWHERE, &format!("{NOWHERE}/callback"))
+        .listen(
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{admin_port}"),
+        )
+        .server("shutdown_grace_s = 5")
+        .login("partner", "file-password-should-not-print", "T000180585")
+        .client("motcua-condao", &[TOKEN])
+        .admin(&[TOKEN])
+        .write(&path);
     (path, port, admin_port)
 }
 
@@ -121,14 +95,7 @@ async fn debug_logs_never_carry_personal_data_and_sigterm_exits_zero() {
         "citizen.secret@example.vn",
         "99 Đường Riêng Tư",
     ];
-    let mut doc: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/requests/valid/return-cod.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let mut doc: serde_json::Value = crate::common::fixture_json("valid/return-cod.json");
     doc["citizen"]["name"] = personal[0].into();
     doc["citizen"]["phone"] = personal[1].into();
     doc["citizen"]["email"] = personal[2].into();

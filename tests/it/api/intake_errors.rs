@@ -192,22 +192,14 @@ async fn a_chunked_body_over_the_limit_is_413_and_stores_nothing() {
 
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429_with_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(dir.path(), "").replacen(
-        "requests_per_second = 1000",
-        "requests_per_second = 2",
-        1,
-    );
-    let settings = bcci_gateway::config::Settings::from_toml(&toml).unwrap();
-    let built = bcci_gateway::app::Application::build(settings)
-        .await
-        .unwrap();
-    let url = format!(
-        "http://{}/v1/handoffs/h_01JDQ4M5X2K7A9B3C6D8E0F1G2",
-        built.intake_addr()
-    );
-    let lifecycle = built.lifecycle();
-    let server = tokio::spawn(built.run_until_stopped());
+    let app = TestApp::builder()
+        .configure(|mut c| {
+            c.clients[0].requests_per_second = Some(2);
+            c
+        })
+        .spawn()
+        .await;
+    let url = app.url("/v1/handoffs/h_01JDQ4M5X2K7A9B3C6D8E0F1G2");
     let http = reqwest::Client::new();
     let mut statuses = Vec::new();
     for _ in 0..4 {
@@ -232,8 +224,7 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    lifecycle.drain();
-    server.await.unwrap().unwrap();
+    app.stop().await;
 }
 
 /// Found by fuzzing: a problem+xml echoing a control character (there, a

@@ -6,7 +6,7 @@ use bcci_gateway::events::record::{parse_record, parse_vietnam_time, read_batch}
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::hostile;
+use super::hostile;
 
 /// A batch as vnpost-api.md shows it, both key spellings mixed.
 pub fn template() -> Value {

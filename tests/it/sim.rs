@@ -11,11 +11,10 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use bcci_gateway::carrier::vnpost::VnPostClient;
-use bcci_gateway::carrier::{CallFailure, CancelAnswer, Carrier, OrderRequest};
-use bcci_gateway::config::Settings;
-use bcci_gateway::domain::request::{Address, Agency, Citizen, HandoffRequest, Parcel, Procedure};
+use bcci_gateway::carrier::{CallFailure, CancelAnswer, Carrier};
+
+use bcci_gateway::domain::Kind;
 use bcci_gateway::domain::time::vietnam;
-use bcci_gateway::domain::{HandoffId, Kind, PhoneNumber};
 use bcci_gateway::sim::{
     Credentials, Faults, OrderSnapshot, SimConfig, SimHandle, Simulator, expected_final_status,
     sequence, sequence_names,
@@ -24,6 +23,9 @@ use bcci_gateway::telemetry::metrics::Metrics;
 use jiff::Timestamp;
 use jiff::civil::DateTime;
 use serde_json::{Value, json};
+
+use crate::common::config::TestConfig;
+use crate::helpers::order_request;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -1228,70 +1230,13 @@ fn postal_settings_with_timeout(
     base_url: &str,
     timeout_ms: u64,
 ) -> bcci_gateway::config::PostalSettings {
-    let toml = format!(
-        r#"
-        [postal]
-        base_url = "{base_url}"
-        username = "partner"
-        password = "secret"
-        customer_code = "T000180585"
-        webhook_keys = ["0123456789abcdef0123"]
-        timeout_ms = {timeout_ms}
-
-        [[intake.clients]]
-        name = "motcua"
-        token_sha256s = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
-        callback_url = "http://127.0.0.1:2/cb"
-        callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
-
-        [admin]
-        token_sha256s = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
-        "#
-    );
-    Settings::from_toml(&toml).expect("valid settings").postal
-}
-
-fn order_request(id: u128, kind: Kind, cod: u64) -> OrderRequest {
-    let address = |line: &str, ward: &str| Address {
-        line: line.into(),
-        ward_code: ward.into(),
-        province_code: "79".into(),
-    };
-    OrderRequest {
-        handoff_id: HandoffId::new(1_764_000_000_000, id),
-        customer_code: "T000180585".into(),
-        kind,
-        service_code: "ETN011".into(),
-        request: HandoffRequest {
-            request_id: format!("HG-{id}"),
-            kind,
-            dossier_code: "000.00.21.H79-261125-0001".into(),
-            procedure: Procedure {
-                code: "1.001612".into(),
-                name: "Đăng ký hộ kinh doanh".into(),
-            },
-            agency: Agency {
-                code: "000.00.21.H79".into(),
-                name: "Bộ phận một cửa đặc khu Côn Đảo".into(),
-                phone: PhoneNumber::parse("02543830123").unwrap(),
-                address: address("28 Tôn Đức Thắng", "26734"),
-            },
-            citizen: Citizen {
-                name: "Nguyễn Văn An".into(),
-                phone: PhoneNumber::parse("+84 912 345 678").unwrap(),
-                email: Some("an@example.vn".into()),
-                address: address("12 Nguyễn Huệ, khu 3", "26732"),
-            },
-            parcel: Parcel {
-                weight_grams: 300,
-                note: None,
-            },
-            cod_amount_vnd: cod,
-            service_code: None,
-            return_appointment_slip: false,
-            due_at: None,
-        },
-    }
+    TestConfig::new("sqlite://data/bcci.db", base_url, "http://127.0.0.1:2/cb")
+        .webhook_keys(&["0123456789abcdef0123"])
+        .postal(&format!("timeout_ms = {timeout_ms}"))
+        .client("motcua", &["test"])
+        .admin(&["test"])
+        .settings()
+        .postal
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use bcci_gateway::intake::xml;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::hostile::{self, is_xml_char};
+use super::hostile::{self, is_xml_char};
 
 /// Hostile inputs are small; a parse slower than this is a finding.
 const SLOW: Duration = Duration::from_secs(2);

@@ -15,7 +15,7 @@ use bcci_gateway::telemetry::Metrics;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::hostile;
+use super::hostile;
 
 const SALE_ORDER_CODE: &str = "h_01JDQ4M5X2K7A9B3C6D8E0F1G2";
 

@@ -4,9 +4,6 @@
 //! (docs/robustness.md).
 
 mod config;
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
 mod hostile;
 mod http;
 mod intake;

@@ -1,6 +1,5 @@
 //! Integration tests: the real application on port 0 with a real store.
 
-mod helpers;
 mod idempotency;
 mod intake_errors;
 mod probes;

@@ -7,13 +7,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use crate::common::config::{NOWHERE, TestConfig};
+use crate::common::receiver::TestReceiver;
+use axum::http::StatusCode;
 use bcci_gateway::app::{Application, Options};
 use bcci_gateway::clock::{Clock, ManualClock};
 use bcci_gateway::config::Settings;
@@ -25,7 +24,6 @@ use bcci_gateway::domain::state_machine::CarrierEvent;
 use bcci_gateway::domain::{
     CarrierInfo, HandoffId, HandoffRequest, PostalOrder, RequestRules, Source, Status,
 };
-use bcci_gateway::intake::auth::token_sha256_hex;
 use bcci_gateway::relay::Relay;
 use bcci_gateway::store::{
     CallbackOutcome, EventContext, IncomingCarrierEvent, NewHandoff, PostalOutcome, SharedStore,
@@ -45,94 +43,27 @@ const CONDAO: &str = "motcua-condao";
 const HANOI: &str = "motcua-hanoi";
 const OPERATOR: &str = "Trần Thị Bình";
 
-fn config_toml(dir: &Path, postal_url: &str, callback_url: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[log]
-level = "warn"
-[store]
-url = "sqlite://{db}"
-[postal]
-base_url = "{postal_url}"
-username = "partner"
-password = "secret"
-customer_code = "T000180585"
-webhook_keys = ["webhook-key-0123456789"]
-timeout_ms = 500
-max_requests_per_second = 100000
-[intake]
-timeout_ms = 1000
-[[intake.clients]]
-name = "{CONDAO}"
-token_sha256s = ["{t1}"]
-requests_per_second = 100000
-callback_url = "{callback_url}"
-callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
-[[intake.clients]]
-name = "{HANOI}"
-token_sha256s = ["{t2}"]
-requests_per_second = 100000
-callback_url = "{callback_url}"
-callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
-callback_format = "xml"
-[admin]
-token_sha256s = ["{ta}"]
-[retry]
-initial_ms = 10
-max_ms = 50
-deadline_s = 1
-"#,
-        db = dir.join("bcci.db").display(),
-        t1 = token_sha256_hex(TOKEN),
-        t2 = token_sha256_hex(HANOI_TOKEN),
-        ta = token_sha256_hex(ADMIN_TOKEN),
-    )
+fn config(dir: &Path, postal_url: &str, callback_url: &str) -> TestConfig {
+    TestConfig::sqlite(&dir.join("bcci.db"), postal_url, callback_url)
+        .log("level = \"warn\"")
+        .postal("timeout_ms = 500\nmax_requests_per_second = 100000")
+        .intake("timeout_ms = 1000")
+        .client(CONDAO, &[TOKEN])
+        .rate(100000)
+        .client(HANOI, &[HANOI_TOKEN])
+        .rate(100000)
+        .client_extra("callback_format = \"xml\"")
+        .admin(&[ADMIN_TOKEN])
+        .extra("[retry]\ninitial_ms = 10\nmax_ms = 50\ndeadline_s = 1")
 }
 
-/// A tiny intake system that records callbacks and can be switched down.
-#[derive(Clone, Default)]
-struct Receiver {
-    seen: Arc<Mutex<Vec<(String, Value, bool)>>>,
-    down: Arc<AtomicBool>,
-}
-
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let up = !r.down.load(Ordering::SeqCst);
-    let id = headers["webhook-id"].to_str().unwrap().to_owned();
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    r.seen.lock().unwrap().push((id, body, up));
-    if up {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
-}
-
-impl Receiver {
-    async fn start() -> (Self, SocketAddr) {
-        let r = Receiver::default();
-        let app = axum::Router::new()
-            .route("/callback", axum::routing::post(receive))
-            .with_state(r.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (r, addr)
-    }
-
-    /// (webhook-id, sequence) of the accepted callbacks, in arrival order.
-    fn accepted(&self) -> Vec<(String, u64)> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, _, ok)| *ok)
-            .map(|(id, b, _)| (id.clone(), b["sequence"].as_u64().unwrap()))
-            .collect()
-    }
+/// (webhook-id, sequence) of the accepted callbacks, in arrival order.
+fn accepted(receiver: &TestReceiver) -> Vec<(String, u64)> {
+    receiver
+        .accepted()
+        .into_iter()
+        .map(|r| (r.webhook_id, r.body["sequence"].as_u64().unwrap()))
+        .collect()
 }
 
 /// The gateway with workers driven by the test and a manual clock; Vietnam
@@ -144,28 +75,20 @@ struct Gateway {
     dispatcher: Arc<Dispatcher>,
     relay: Arc<Relay>,
     clock: Arc<ManualClock>,
-    receiver: Receiver,
+    receiver: TestReceiver,
     http: reqwest::Client,
     db: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-/// Vietnam Post as a closed port.
-const NO_POSTAL: &str = "http://127.0.0.1:9";
-
 async fn gateway() -> Gateway {
-    gateway_with(NO_POSTAL).await
+    gateway_with(NOWHERE).await
 }
 
 async fn gateway_with(postal_url: &str) -> Gateway {
-    let (receiver, callback) = Receiver::start().await;
+    let receiver = TestReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings::from_toml(&config_toml(
-        dir.path(),
-        postal_url,
-        &format!("http://{callback}/callback"),
-    ))
-    .unwrap();
+    let settings = config(dir.path(), postal_url, &receiver.url()).settings();
     let clock = Arc::new(ManualClock::new(
         Timestamp::from_str("2026-11-25T08:00:00+07:00").unwrap(),
     ));
@@ -200,16 +123,7 @@ async fn gateway_with(postal_url: &str) -> Gateway {
 }
 
 fn request_body(request_id: &str) -> Value {
-    let mut v: Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/requests/valid/return-cod.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    v["request_id"] = json!(request_id);
-    v
+    crate::common::valid_request(request_id)
 }
 
 /// What applying carrier events needs: each client's callback format.
@@ -721,7 +635,7 @@ async fn a_replayed_failed_handoff_is_received_relayed_and_its_job_begins_with_a
 #[tokio::test]
 async fn dead_and_held_callbacks_are_listed_and_replayed_in_order_with_their_webhook_ids() {
     let gw = gateway().await;
-    gw.receiver.down.store(true, Ordering::SeqCst);
+    gw.receiver.set_status(StatusCode::SERVICE_UNAVAILABLE);
     let id = gw.submit("CALLBACKS-1").await;
     gw.fail(&id).await;
     gw.let_callbacks_die().await;
@@ -793,10 +707,10 @@ async fn dead_and_held_callbacks_are_listed_and_replayed_in_order_with_their_web
         )
         .await;
     assert_eq!((status, bulk), (202, json!({"replayed": 1})));
-    gw.receiver.down.store(false, Ordering::SeqCst);
+    gw.receiver.set_status(StatusCode::NO_CONTENT);
     gw.relay.run_until_idle().await.unwrap();
     assert_eq!(
-        gw.receiver.accepted(),
+        accepted(&gw.receiver),
         [(first_id, 1), (held_id, 2)],
         "in sequence order, with the same webhook-ids"
     );
@@ -1155,10 +1069,10 @@ struct StoppedStore {
 
 async fn stopped_store() -> StoppedStore {
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(dir.path(), NO_POSTAL, "http://127.0.0.1:9/callback");
+    let test_config = config(dir.path(), NOWHERE, &format!("{NOWHERE}/callback"));
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, &toml).unwrap();
-    let settings = Settings::from_toml(&toml).unwrap();
+    test_config.write(&config);
+    let settings = test_config.settings();
     let store = bcci_gateway::store::open(&settings.store.url, &settings.store)
         .await
         .unwrap();

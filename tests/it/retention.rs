@@ -1,13 +1,12 @@
 //! Personal data does not outlive its purpose, in the store's files either.
 
-use bcci_gateway::app::{Application, Options};
-use bcci_gateway::config::Settings;
 use bcci_gateway::domain::Status;
-use bcci_gateway::intake::auth::token_sha256_hex;
 use serde_json::{Value, json};
 
+use crate::common::config::{KEY, NOWHERE, TestConfig};
+use crate::common::{build_app, create_handoff};
+
 const TOKEN: &str = "retention-token";
-const KEY: &str = "webhook-key-0123456789";
 
 fn file_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut all = Vec::new();
@@ -26,53 +25,21 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_leaves_no_trace_of_a_terminal_handoffs_phone_in_the_database_or_wal() {
     let dir = tempfile::tempdir().unwrap();
-    let hash = token_sha256_hex(TOKEN);
-    let settings = Settings::from_toml(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[store]
-url = "sqlite://{db}"
-[postal]
-base_url = "http://127.0.0.1:9"
-username = "u"
-password = "p"
-customer_code = "C"
-webhook_keys = ["{KEY}"]
-[[intake.clients]]
-name = "motcua"
-token_sha256s = ["{hash}"]
-callback_url = "http://127.0.0.1:9/cb"
-callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
-[admin]
-token_sha256s = ["{hash}"]
-[retention]
-personal_data_days = 0
-"#,
-        db = dir.path().join("bcci.db").display()
-    ))
-    .unwrap();
-    let app = Application::build_with(
-        settings,
-        Options {
-            run_workers: false,
-            ..Options::default()
-        },
+    let settings = TestConfig::sqlite(
+        &dir.path().join("bcci.db"),
+        NOWHERE,
+        "http://127.0.0.1:9/cb",
     )
-    .await
-    .unwrap();
+    .login("u", "p", "C")
+    .client("motcua", &[TOKEN])
+    .admin(&[TOKEN])
+    .extra("[retention]\npersonal_data_days = 0")
+    .settings();
+    let app = build_app(settings, false).await;
     let (store, intake, lifecycle) = (app.store(), app.intake_addr(), app.lifecycle());
     let server = tokio::spawn(app.run_until_stopped());
     let http = reqwest::Client::new();
-    let base: Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/requests/valid/return-cod.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let base: Value = crate::common::fixture_json("valid/return-cod.json");
     let mut ids = Vec::new();
     for (request_id, phone, name) in [
         ("PURGED", "0987111222", "Lê Thị Riêng Tư"),
@@ -82,16 +49,7 @@ personal_data_days = 0
         body["request_id"] = json!(request_id);
         body["citizen"]["phone"] = json!(phone);
         body["citizen"]["name"] = json!(name);
-        let r = http
-            .post(format!("http://{intake}/v1/handoffs"))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let doc: Value = r.json().await.unwrap();
-        ids.push(bcci_gateway::domain::HandoffId::parse(doc["id"].as_str().unwrap()).unwrap());
+        ids.push(create_handoff(&http, intake, TOKEN, &body).await);
     }
     // Vietnam Post reports the first one delivered (adopting its order).
     let batch = json!({"data": [{

@@ -3,12 +3,11 @@
 //! PostgreSQL database. The tests speak only through the `Store` traits
 //! (but for one injected failure, at the end).
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{Backend, TestStore};
 use bcci_gateway::config::StoreSettings;
 use bcci_gateway::domain::callback::BodyFormat;
 use bcci_gateway::domain::request::{Origin, RequestRules};
@@ -21,34 +20,13 @@ use bcci_gateway::store::{
     CallbackOutcome, CancelRequest, CreateOutcome, EventContext, EventOutcome,
     IncomingCarrierEvent, NewHandoff, PostalJob, PostalOutcome, SharedStore,
 };
-use common::{Backend, TestStore};
 use jiff::{SignedDuration, Timestamp};
 
 const CLIENT: &str = "motcua";
 const LEASE: Duration = Duration::from_secs(60);
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::run(super::Backend::Sqlite, |s| Box::pin(super::$name(s))).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::run(super::Backend::Postgres, |s| Box::pin(super::$name(s))).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends!(
+    workers = 2, via = run;
     a_request_id_is_stored_once_and_answered_again,
     racing_duplicates_store_one_handoff,
     claims_never_hand_one_job_to_two_owners,
@@ -99,14 +77,7 @@ fn start() -> Timestamp {
 }
 
 fn request(request_id: &str) -> HandoffRequest {
-    let mut doc: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/requests/valid/return-cod.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let mut doc: serde_json::Value = crate::common::fixture_json("valid/return-cod.json");
     doc["request_id"] = serde_json::json!(request_id);
     let rules = RequestRules {
         service_codes: vec!["CTN009".into(), "ETN011".into(), "ETN013".into()],

@@ -3,7 +3,7 @@
 use bcci_gateway::config::{ConfigError, Settings};
 use proptest::prelude::*;
 
-use crate::hostile;
+use super::hostile;
 
 fn example() -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml");

@@ -1,89 +1,40 @@
 //! Operating it: the legal clock, its metrics, and a drain with slow calls.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use bcci_gateway::app::{Application, Options};
+use bcci_gateway::app::Application;
 use bcci_gateway::config::Settings;
 use bcci_gateway::domain::{HandoffId, Kind, Status};
-use bcci_gateway::intake::auth::token_sha256_hex;
 use bcci_gateway::sim::{Faults, SimConfig, Simulator};
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::common::config::{KEY, TestConfig};
+use crate::common::{build_app, create_handoff, free_port, valid_request};
 
 const TOKEN: &str = "operate-token";
-const KEY: &str = "webhook-key-0123456789";
 
 fn settings(db: &std::path::Path, listen: &str, postal: &str, extra: &str) -> Settings {
-    let hash = token_sha256_hex(TOKEN);
-    Settings::from_toml(&format!(
-        r#"
-[server]
-listen = "{listen}"
-admin_listen = "127.0.0.1:0"
-shutdown_grace_s = 10
-[store]
-url = "sqlite://{db}"
-[postal]
-base_url = "{postal}"
-username = "u"
-password = "p"
-customer_code = "C"
-webhook_keys = ["{KEY}"]
-timeout_ms = 5000
-lookup_delay_s = 1
-max_requests_per_second = 100000
-[intake]
-timeout_ms = 2000
-[[intake.clients]]
-name = "motcua"
-token_sha256s = ["{hash}"]
-requests_per_second = 100000
-callback_url = "http://127.0.0.1:9/cb"
-callback_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
-[admin]
-token_sha256s = ["{hash}"]
-[retry]
-initial_ms = 20
-max_ms = 200
-{extra}
-"#,
-        db = db.display()
-    ))
-    .unwrap()
+    TestConfig::sqlite(db, postal, "http://127.0.0.1:9/cb")
+        .listen(listen, "127.0.0.1:0")
+        .server("shutdown_grace_s = 10")
+        .login("u", "p", "C")
+        .postal("timeout_ms = 5000\nlookup_delay_s = 1\nmax_requests_per_second = 100000")
+        .intake("timeout_ms = 2000")
+        .client("motcua", &[TOKEN])
+        .rate(100000)
+        .admin(&[TOKEN])
+        .extra(&format!("[retry]\ninitial_ms = 20\nmax_ms = 200\n{extra}"))
+        .settings()
 }
 
 async fn submit(intake: std::net::SocketAddr, request_id: &str) -> HandoffId {
-    let mut body: Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/requests/valid/return-cod.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    body["request_id"] = json!(request_id);
-    let r = reqwest::Client::new()
-        .post(format!("http://{intake}/v1/handoffs"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    HandoffId::parse(r.json::<Value>().await.unwrap()["id"].as_str().unwrap()).unwrap()
+    let body = valid_request(request_id);
+    create_handoff(&reqwest::Client::new(), intake, TOKEN, &body).await
 }
 
 /// The gateway with no background workers: the test drives them.
 async fn without_workers(settings: Settings) -> Application {
-    Application::build_with(
-        settings,
-        Options {
-            run_workers: false,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap()
+    build_app(settings, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,11 +330,7 @@ fn the_office_is_open_07_30_to_17_00_on_working_days() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drain_with_slow_calls_in_flight_exits_cleanly_and_loses_nothing() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let sim = Simulator::start(SimConfig {
         webhook_url: Some(format!(
             "http://127.0.0.1:{port}/v1/postal/vnpost/events/{KEY}"
