@@ -507,7 +507,13 @@ impl Dispatcher {
             Ok(CancelAnswer::Pending { case_id }) => PostalOutcome::CancelPending { case_id },
             Ok(CancelAnswer::Refused { message }) | Err(CallFailure::Refused { message }) => {
                 PostalOutcome::CancelRefused {
-                    reason: message,
+                    // Vietnam Post's words may name the citizen: not kept
+                    // for a handoff whose personal data is already erased.
+                    reason: if job.request.is_some() {
+                        message
+                    } else {
+                        crate::domain::callback::PURGED_TEXT.to_owned()
+                    },
                     format,
                 }
             }

@@ -45,6 +45,7 @@ on_both_backends!(
     a_partial_delivery_is_resolved_once_and_relayed,
     an_erasure_clears_personal_data_once,
     a_purge_and_an_erasure_clear_vietnam_posts_refusal_texts,
+    an_erasure_clears_a_refusal_still_awaiting_its_confirming_lookup,
     retention_runs_from_the_later_of_the_terminal_time_and_the_sla_due_date,
     statistics_count_the_handoffs_of_the_days_asked,
 );
@@ -894,6 +895,50 @@ async fn a_purge_and_an_erasure_clear_vietnam_posts_refusal_texts(store: SharedS
         .iter()
         .any(|e| e.reason.as_deref() == Some("personal data erased"));
     assert!(erasure_noted, "the operator's note stays");
+}
+
+async fn an_erasure_clears_a_refusal_still_awaiting_its_confirming_lookup(store: SharedStore) {
+    let now = start();
+    let id = created(&store, "RF-3", now).await;
+    let job = claim_one(&store, "a", now).await;
+    assert!(
+        store
+            .start_postal_attempt(&job, "a", now, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    // Refused after an ambiguous attempt: the refusal waits for a lookup.
+    let waiting = PostalOutcome::Reschedule {
+        step: CreateStep::LookupThenReject,
+        at: now,
+        refusal: Some(REFUSAL.into()),
+        last_error: Some("refused after an ambiguous attempt".into()),
+    };
+    assert!(
+        store
+            .finish_postal_job(&job, "a", now, waiting)
+            .await
+            .unwrap()
+    );
+    let later = now + SignedDuration::from_secs(1);
+    assert_eq!(
+        claim_one(&store, "b", later).await.refusal.as_deref(),
+        Some(REFUSAL),
+        "the refusal is kept before (else this test proves nothing)"
+    );
+    assert!(matches!(
+        store
+            .erase_personal_data(&id, "operator", later)
+            .await
+            .unwrap(),
+        AdminOutcome::Done(_)
+    ));
+    // Given back (leases run on the database's clock on PostgreSQL).
+    store.release_leases(&["b"]).await.unwrap();
+    let job = claim_one(&store, "c", later).await;
+    assert_eq!(job.step, CreateStep::LookupThenReject);
+    assert_eq!(job.refusal, None, "an erased handoff keeps no refusal text");
+    assert!(job.request.is_none());
 }
 
 async fn retention_runs_from_the_later_of_the_terminal_time_and_the_sla_due_date(

@@ -490,7 +490,8 @@ async fn queue_order_cancel(
 
 /// Clears what may echo a citizen's personal data besides the request
 /// details: stored carrier answers, Vietnam Post's refusal texts (on the
-/// handoff, its timeline, its finished jobs) and the reason inside its
+/// handoff, its timeline, its jobs, a refusal awaiting its confirming
+/// lookup included) and the reason inside its
 /// callback bodies. Operators' notes on the timeline stay.
 pub(super) async fn clear_stored_carrier_answers(
     tx: &mut sqlx::PgConnection,
@@ -512,13 +513,10 @@ pub(super) async fn clear_stored_carrier_answers(
         .bind(PURGED_TEXT)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "UPDATE postal_jobs SET refusal = NULL, last_error = NULL \
-         WHERE handoff_id = $1 AND state <> 'pending'",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("UPDATE postal_jobs SET refusal = NULL, last_error = NULL WHERE handoff_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     let bodies = sqlx::query("SELECT id, body, content_type FROM callbacks WHERE handoff_id = $1")
         .bind(id)
         .fetch_all(&mut *tx)
