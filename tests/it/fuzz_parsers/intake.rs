@@ -69,9 +69,13 @@ pub fn check_problem(problem: &Problem, format: Format) -> Result<(), TestCaseEr
     Ok(())
 }
 
+/// True when XML can carry every string of `v` as it is: no control
+/// character (XML readers normalize a raw CR) and nothing XML 1.0 forbids
+/// (U+FFFE and U+FFFF, which the writer replaces with U+FFFD, making it
+/// another request).
 fn xml_safe(v: &Value) -> bool {
     match v {
-        Value::String(s) => !s.chars().any(char::is_control),
+        Value::String(s) => s.chars().all(|c| is_xml_char(c) && !c.is_control()),
         Value::Array(items) => items.iter().all(xml_safe),
         Value::Object(m) => m.values().all(xml_safe),
         _ => true,
@@ -247,6 +251,27 @@ fn invalid_utf8_is_malformed_and_other_encodings_are_415() {
         };
         let p = parse_request(format, bytes, &rules()).unwrap_err();
         assert_eq!(p.kind, ProblemKind::Malformed, "{p:?}");
+    }
+}
+
+/// Found by fuzzing (CI, 2026-12-03): JSON may carry U+FFFE in a text
+/// field, XML cannot; the XML rendering of that request is another request
+/// (U+FFFD in its place), so the two must not be compared, and each must
+/// still be read cleanly.
+#[test]
+fn a_noncharacter_json_accepts_is_not_an_xml_request() {
+    let mut doc = hostile::valid_json_trees().remove(0);
+    doc["citizen"]["address"]["line"] = Value::String("\u{fffe}".into());
+    assert!(!xml_safe(&doc));
+    let json = check_body(Format::Json, doc.to_string().as_bytes()).expect("JSON read cleanly");
+    let body = xml::write_document("handoff", &doc, |_| "item");
+    assert!(
+        !body.contains('\u{fffe}'),
+        "the XML writer replaced it: {body}"
+    );
+    let from_xml = check_body(Format::Xml, body.as_bytes()).expect("XML read cleanly");
+    if let (Some(json), Some(from_xml)) = (json, from_xml) {
+        assert_ne!(json.canonical_sha256(), from_xml.canonical_sha256());
     }
 }
 
