@@ -39,10 +39,16 @@ const CONNECTIONS: usize = 64;
 const CHILD_ENV: &str = "BCCI_BENCH_GATEWAY";
 /// Set to `0` in the child: no background workers.
 const WORKERS_ENV: &str = "BCCI_BENCH_WORKERS";
+/// Set in the baseline's child process: the port of a bare axum JSON POST
+/// handler, the yardstick of the intake figure.
+const BARE_ENV: &str = "BCCI_BENCH_BARE";
 
 fn main() -> ExitCode {
     if let Ok(config) = std::env::var(CHILD_ENV) {
         return gateway_child(Path::new(&config));
+    }
+    if let Ok(port) = std::env::var(BARE_ENV) {
+        return bare_child(port.parse().expect("a port"));
     }
     let args = match Args::parse() {
         Ok(a) => a,
@@ -92,6 +98,45 @@ fn gateway_child(config: &Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The yardstick of intake: axum on the same runtime, reading the body as
+/// a JSON value, writing it back as JSON and hashing it (SHA-256), with no
+/// validation and no store, answering 202 with a small document.
+fn bare_child(port: u16) -> ExitCode {
+    use sha2::Digest as _;
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let result: anyhow::Result<()> = rt.block_on(async {
+        let app = axum::Router::new()
+            .route(
+                "/v1/handoffs",
+                axum::routing::post(
+                    |axum::Json(doc): axum::Json<serde_json::Value>| async move {
+                        let canonical = serde_json::to_vec(&doc).unwrap_or_default();
+                        let sha = sha2::Sha256::digest(&canonical);
+                        (
+                            axum::http::StatusCode::ACCEPTED,
+                            axum::Json(serde_json::json!({
+                                "id": hex::encode(&sha[..8]),
+                                "request_id": doc["request_id"],
+                                "status": "received",
+                            })),
+                        )
+                    },
+                ),
+            )
+            .route("/readyz", axum::routing::get(|| async { "ready" }));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        axum::serve(listener, app).await?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bare: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -457,6 +502,13 @@ struct Gateway {
 }
 
 impl Gateway {
+    /// The bare axum handler of [`bare_child`], in its own process.
+    async fn start_bare(port: u16) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env(BARE_ENV, port.to_string());
+        Self::spawn(cmd, port).await
+    }
+
     /// `exe`: this benchmark (breaker off) or the real `bcci-gateway`.
     async fn start(
         exe: Option<&str>,
@@ -467,7 +519,7 @@ impl Gateway {
     ) -> anyhow::Result<Self> {
         let path = dir.join(format!("gateway-{}.toml", ulid::Ulid::new()));
         std::fs::write(&path, toml)?;
-        let mut cmd = match exe {
+        let cmd = match exe {
             Some(exe) => {
                 let mut c = Command::new(exe);
                 c.arg("serve").arg("--config").arg(&path);
@@ -480,13 +532,18 @@ impl Gateway {
                 c
             }
         };
+        Self::spawn(cmd, ports.intake).await
+    }
+
+    /// Runs `cmd` and waits until `/readyz` on `port` answers.
+    async fn spawn(mut cmd: Command, port: u16) -> anyhow::Result<Self> {
         for (k, _) in std::env::vars() {
-            if k.starts_with("BCCI_") && k != CHILD_ENV && k != WORKERS_ENV {
+            if k.starts_with("BCCI_") && ![CHILD_ENV, WORKERS_ENV, BARE_ENV].contains(&k.as_str()) {
                 cmd.env_remove(k);
             }
         }
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
-        let intake = SocketAddr::from(([127, 0, 0, 1], ports.intake));
+        let intake = SocketAddr::from(([127, 0, 0, 1], port));
         let gw = Gateway { child, intake };
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -755,8 +812,39 @@ async fn idle(args: &Args) -> anyhow::Result<()> {
 }
 
 /// Accepted handoffs per second at 64 connections, workers stopped, so the
-/// figure is intake's own.
+/// figure is intake's own; first the same load on a bare axum JSON POST
+/// handler ([`bare_child`]), whose rate the intake figure is divided by.
 async fn intake(args: &Args) -> anyhow::Result<()> {
+    let warmup = Duration::from_secs(3);
+    let measure = Duration::from_secs(args.seconds);
+    let bare = {
+        let port = free_port();
+        let gw = Gateway::start_bare(port).await?;
+        let before = cpu_sample(Some(gw.pid()));
+        let r = load(gw.intake, &Bodies::new(), warmup, measure, None).await?;
+        let cpu = Cpu::between(before, cpu_sample(Some(gw.pid())));
+        let (now, peak) = rss(gw.pid());
+        row(
+            args,
+            &format!("baseline: bare axum JSON POST, {CONNECTIONS} connections"),
+            &format!(
+                "**{:.0} answered/s** ({} answered 202, {} other, {} errors in {:.0} s + {:.0} s warm-up; CPU per request: {:.0} µs, of which the handler's process {:.0} µs)",
+                r.rate(),
+                r.accepted,
+                r.other,
+                r.errors,
+                r.measured.as_secs_f64(),
+                warmup.as_secs_f64(),
+                cpu.seconds_per(r.accepted + r.other).0 * 1e6,
+                cpu.seconds_per(r.accepted + r.other).1 * 1e6,
+            ),
+            &format!("{:.1} / {:.1} ms", r.percentile(0.5), r.percentile(0.99)),
+            &format!("{now:.1} MiB (peak {peak:.1})"),
+            &cpu,
+        );
+        gw.stop().await?;
+        r.rate()
+    };
     let store = StoreUnderTest::new(args).await?;
     let ports = Ports {
         intake: free_port(),
@@ -770,8 +858,6 @@ async fn intake(args: &Args) -> anyhow::Result<()> {
     );
     let gw = Gateway::start(None, store.dir.path(), &toml, &ports, false).await?;
     let bodies = Bodies::new();
-    let warmup = Duration::from_secs(3);
-    let measure = Duration::from_secs(args.seconds);
     let before = cpu_sample_with(Some(gw.pid()), &store.server_pids().await);
     let r = load(gw.intake, &bodies, warmup, measure, None).await?;
     let cpu = Cpu::between(
@@ -783,8 +869,9 @@ async fn intake(args: &Args) -> anyhow::Result<()> {
         args,
         &format!("intake, {CONNECTIONS} connections, workers stopped"),
         &format!(
-            "**{:.0} accepted/s** ({} accepted, {} other, {} errors in {:.0} s + {:.0} s warm-up; CPU per request: {:.0} µs, of which the gateway {:.0} µs)",
+            "**{:.0} accepted/s**, **{:.3} of the baseline** ({} accepted, {} other, {} errors in {:.0} s + {:.0} s warm-up; CPU per request: {:.0} µs, of which the gateway {:.0} µs)",
             r.rate(),
+            r.rate() / bare,
             r.accepted,
             r.other,
             r.errors,
