@@ -61,12 +61,22 @@ pub(super) struct IntakeQueue {
     queue: mpsc::Sender<Pending>,
 }
 
+/// What the intake writer takes its groups from.
+pub(super) type IntakeReceiver = mpsc::Receiver<Pending>;
+
 impl IntakeQueue {
+    /// A queue and the receiver its writer takes groups from (the SQLite
+    /// writer's own thread).
+    pub(super) fn channel() -> (Self, IntakeReceiver) {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        (Self { queue }, rx)
+    }
+
     /// Starts the writer's task; it ends once the queue is dropped and empty.
     pub(super) fn start(writer: impl GroupWriter) -> Self {
-        let (queue, rx) = mpsc::channel(QUEUE);
+        let (queue, rx) = Self::channel();
         tokio::spawn(run(writer, rx));
-        Self { queue }
+        queue
     }
 
     /// Records the handoff in the next group; answers once it is committed.
@@ -84,37 +94,43 @@ impl IntakeQueue {
         self.queue
             .send(pending)
             .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
+            .map_err(|_| StoreError::gone("the intake writer has stopped"))?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::WorkerCrashed))?
+            .map_err(|_| StoreError::gone("the intake writer dropped a request"))?
     }
 }
 
-async fn run(mut writer: impl GroupWriter, mut rx: mpsc::Receiver<Pending>) {
+async fn run(mut writer: impl GroupWriter, mut rx: IntakeReceiver) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let size = group.len();
-        match writer.write(&group).await {
-            Ok(outcomes) => {
-                for (pending, outcome) in group.drain(..).zip(outcomes) {
-                    // A caller that went away (its client hung up) still had
-                    // its handoff committed; nothing to tell it.
-                    let _ = pending.reply.send(outcome);
-                }
-                tracing::debug!(size, "intake group committed");
+        let written = writer.write(&group).await;
+        answer(&mut group, written);
+    }
+}
+
+/// Answers every request of a written group (and empties it).
+pub(super) fn answer(
+    group: &mut Vec<Pending>,
+    written: Result<Vec<Result<CreateOutcome, StoreError>>, StoreError>,
+) {
+    let size = group.len();
+    match written {
+        Ok(outcomes) => {
+            for (pending, outcome) in group.drain(..).zip(outcomes) {
+                // A caller that went away (its client hung up) still had
+                // its handoff committed; nothing to tell it.
+                let _ = pending.reply.send(outcome);
             }
-            Err(e) => {
-                tracing::error!(error = %e, size, "intake group could not be committed");
-                let text = e.to_string();
-                for pending in group.drain(..) {
-                    let _ =
-                        pending
-                            .reply
-                            .send(Err(StoreError::Unavailable(sqlx::Error::Protocol(
-                                text.clone(),
-                            ))));
-                }
+            tracing::debug!(size, "intake group committed");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, size, "intake group could not be committed");
+            let text = e.to_string();
+            for pending in group.drain(..) {
+                let _ = pending
+                    .reply
+                    .send(Err(StoreError::Unavailable(text.clone().into())));
             }
         }
     }

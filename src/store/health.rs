@@ -44,7 +44,7 @@ mod tests {
     fn an_unreachable_store_is_down_until_it_answers_again() {
         let health = StoreHealth::default();
         assert!(health.is_up());
-        health.record::<()>(&Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)));
+        health.record::<()>(&Err(StoreError::from(sqlx::Error::PoolTimedOut)));
         assert!(!health.is_up());
         health.record::<()>(&Err(StoreError::Corrupt("x".into())));
         assert!(

@@ -26,15 +26,28 @@ pub use health::StoreHealth;
 pub enum StoreError {
     /// The database could not be reached or failed; the caller may retry.
     #[error("store unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// Stored data the gateway cannot read back: a bug or a manual edit.
     #[error("store holds unreadable data: {0}")]
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The store's own machinery (a writer's queue or thread) is gone.
+    pub(crate) fn gone(what: &'static str) -> Self {
+        StoreError::Unavailable(what.into())
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e)
+        StoreError::Unavailable(Box::new(e))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(Box::new(e))
     }
 }
 

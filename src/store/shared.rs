@@ -89,6 +89,41 @@ macro_rules! cells_of {
 cells_of!(SqliteRow);
 cells_of!(PgRow);
 
+/// A row read on the SQLite writer's own connection (rusqlite). A cell of
+/// the wrong type is stored data the gateway cannot read, not an outage.
+impl Cells for rusqlite::Row<'_> {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        rusqlite_cell(self, column)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        rusqlite_cell(self, column)
+    }
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        rusqlite_cell(self, column)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        rusqlite_cell(self, column)
+    }
+    fn flag(&self, column: &str) -> Result<bool, StoreError> {
+        rusqlite_cell(self, column)
+    }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        rusqlite_cell(self, column)
+    }
+}
+
+fn rusqlite_cell<T: rusqlite::types::FromSql>(
+    row: &rusqlite::Row<'_>,
+    column: &str,
+) -> Result<T, StoreError> {
+    row.get(column).map_err(|e| match e {
+        rusqlite::Error::InvalidColumnType(..) | rusqlite::Error::FromSqlConversionFailure(..) => {
+            StoreError::Corrupt(format!("{column}: {e}"))
+        }
+        other => other.into(),
+    })
+}
+
 pub(super) fn parse<T: FromStr>(what: &str, raw: &str) -> Result<T, StoreError> {
     raw.parse()
         .map_err(|_| StoreError::Corrupt(format!("{what} {raw:?}")))

@@ -1,255 +1,202 @@
 //! The SQLite writer of intake groups (see `store::group`).
 //!
-//! It owns a connection of its own. A group is written with two multi-row
-//! statements fed one JSON array each (`json_each`), so a request costs no
-//! statement round trip to the connection's thread, and the fast path runs
-//! first in its transaction: a failure rolls the transaction back instead of
-//! needing a savepoint, whose statement journal copied every page the group
-//! touched.
+//! A thread of its own owns a read-write connection (rusqlite, the same
+//! bundled SQLite as sqlx's), takes every request queued when the previous
+//! commit ended, writes them in one `BEGIN IMMEDIATE … COMMIT` with cached
+//! prepared statements and answers each request after the commit. No tokio
+//! task waits on a statement: through sqlx, each statement was a round trip
+//! to the connection's thread (docs/benchmarks.md).
+//!
+//! The fast path writes the whole group in its transaction, without
+//! savepoints (whose statement journal copied every page the group touched).
+//! If a statement fails, the transaction is rolled back and the group is
+//! written again one request per savepoint, so one request's failure fails
+//! that request alone.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::LazyLock;
+use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
+use rusqlite::{CachedStatement, Connection, OpenFlags, Transaction, TransactionBehavior, params};
 
 use super::{HANDOFF_COLUMNS, handoff_from_row};
 use crate::store::group::{
-    Existing, GroupWriter, IntakeQueue, Pending, Slot, firsts, not_inserted, outcomes, slots,
+    Existing, IntakeQueue, IntakeReceiver, MAX_GROUP, Pending, Slot, answer, firsts, not_inserted,
+    outcomes, slots,
 };
 use crate::store::{CreateOutcome, StoreError, ms};
 
-/// Inserts every handoff of a group whose `(client, request_id)` is new.
-/// `WHERE true` lets SQLite parse the upsert clause after a SELECT.
-const INSERT_HANDOFFS: &str = "INSERT INTO handoffs (id, client, request_id, request_sha256, kind, \
-     dossier_code, agency_code, status, cod_amount_vnd, details, due_at, created_at, updated_at) \
-     SELECT value ->> 0, value ->> 1, value ->> 2, unhex(value ->> 3), value ->> 4, value ->> 5, \
-     value ->> 6, 'received', value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 10 \
-     FROM json_each(?1) WHERE true \
-     ON CONFLICT (client, request_id) DO NOTHING RETURNING id";
+const INSERT_HANDOFF: &str = "INSERT INTO handoffs (id, client, request_id, request_sha256, kind, dossier_code, \
+     agency_code, status, cod_amount_vnd, details, due_at, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?9, ?10, ?11, ?11) \
+     ON CONFLICT (client, request_id) DO NOTHING";
 
-/// The postal create job of each handoff just inserted.
-const INSERT_JOBS: &str = "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, created_at, updated_at) \
-     SELECT h.id, 'create', 'pending', h.created_at, h.created_at, h.created_at \
-     FROM json_each(?1) AS j JOIN handoffs h ON h.id = j.value";
+const INSERT_JOB: &str = "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, created_at, updated_at) \
+     VALUES (?1, 'create', 'pending', ?2, ?2, ?2)";
 
-/// The stored handoffs of the requests that were not inserted.
+/// The stored handoff of a request that was not inserted.
 static SELECT_EXISTING: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {HANDOFF_COLUMNS}, request_sha256 FROM handoffs \
-         WHERE (client, request_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+         WHERE client = ?1 AND request_id = ?2"
     )
 });
 
-const INSERT_ONE_HANDOFF: &str = "INSERT INTO handoffs (id, client, request_id, request_sha256, kind, dossier_code, \
-     agency_code, status, cod_amount_vnd, details, due_at, created_at, updated_at) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, 'received', ?, ?, ?, ?, ?) \
-     ON CONFLICT (client, request_id) DO NOTHING";
-
-const INSERT_ONE_JOB: &str = "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, created_at, updated_at) \
-     VALUES (?, 'create', 'pending', ?, ?, ?)";
-
-/// Opens the writer's own connection and starts its task.
-pub(super) async fn start(options: &SqliteConnectOptions) -> Result<IntakeQueue, sqlx::Error> {
-    let conn = SqliteConnection::connect_with(options).await?;
-    Ok(IntakeQueue::start(SqliteGroups {
-        conn,
-        scratch: Scratch::default(),
-    }))
+/// Opens the writer's connection (the schema is migrated already) and starts
+/// its thread; the thread ends once the queue is dropped and empty.
+pub(super) fn start(db: &Path) -> Result<IntakeQueue, StoreError> {
+    let conn = open_writer(db)?;
+    let (queue, rx) = IntakeQueue::channel();
+    std::thread::Builder::new()
+        .name("bcci-sqlite-intake".into())
+        .spawn(move || run(conn, rx))
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+    Ok(queue)
 }
 
-/// Writes groups on its own connection.
-struct SqliteGroups {
-    conn: SqliteConnection,
-    scratch: Scratch,
+/// A read-write connection with the settings every writer of the store
+/// uses: each commit durable (`synchronous=FULL`), deleted data overwritten,
+/// checkpoints left to the checkpoint task.
+pub(super) fn open_writer(db: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(conn)
 }
 
-#[async_trait]
-impl GroupWriter for SqliteGroups {
-    async fn write(
-        &mut self,
-        group: &[Pending],
-    ) -> Result<Vec<Result<CreateOutcome, StoreError>>, StoreError> {
-        write_group(&mut self.conn, group, &mut self.scratch).await
-    }
-}
-
-/// Buffers kept between groups, so a group allocates little.
-#[derive(Default)]
-struct Scratch {
-    json: Vec<u8>,
-}
-
-impl Scratch {
-    /// A JSON array of `items`, as text for `json_each`.
-    fn array<T: serde::Serialize>(
-        &mut self,
-        items: impl Iterator<Item = T>,
-    ) -> Result<&str, StoreError> {
-        let json = &mut self.json;
-        json.clear();
-        json.push(b'[');
-        for item in items {
-            if json.len() > 1 {
-                json.push(b',');
-            }
-            serde_json::to_writer(&mut *json, &item)
-                .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
+fn run(mut conn: Connection, mut rx: IntakeReceiver) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP
+            && let Ok(next) = rx.try_recv()
+        {
+            group.push(next);
         }
-        json.push(b']');
-        std::str::from_utf8(json).map_err(|e| StoreError::Corrupt(format!("request: {e}")))
+        let written = write_group(&mut conn, &group);
+        answer(&mut group, written);
     }
 }
 
-async fn write_group(
-    conn: &mut SqliteConnection,
+fn write_group(
+    conn: &mut Connection,
     group: &[Pending],
-    scratch: &mut Scratch,
 ) -> Result<Vec<Result<CreateOutcome, StoreError>>, StoreError> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let slots = match insert_group(&mut tx, group, scratch).await {
-        Ok(slots) => slots,
-        Err(e) => {
-            tracing::warn!(error = %e, size = group.len(), "intake group written one by one");
-            tx.rollback().await?;
-            tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let mut slots = Vec::with_capacity(group.len());
-            for p in group {
-                slots.push(insert_one(&mut tx, p).await);
-            }
-            slots
+    let failure = {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        match insert_group(&tx, group) {
+            Ok(slots) => return commit(tx, group, slots),
+            // Dropping the transaction rolls it back.
+            Err(e) => e,
         }
     };
-    let existing = read_existing(&mut tx, group, &slots, scratch).await?;
-    tx.commit().await?;
+    tracing::warn!(error = %failure, size = group.len(), "intake group written one by one");
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let slots = group.iter().map(|p| insert_one(&mut tx, p)).collect();
+    commit(tx, group, slots)
+}
+
+/// Reads what the requests not inserted find, commits, and answers each.
+fn commit(
+    tx: Transaction<'_>,
+    group: &[Pending],
+    slots: Vec<Slot>,
+) -> Result<Vec<Result<CreateOutcome, StoreError>>, StoreError> {
+    let existing = read_existing(&tx, group, &slots)?;
+    tx.commit()?;
     Ok(outcomes(group, slots, &existing))
 }
 
-/// The fast path: two statements for the whole group.
-async fn insert_group(
-    conn: &mut SqliteConnection,
-    group: &[Pending],
-    scratch: &mut Scratch,
-) -> Result<Vec<Slot>, StoreError> {
-    let rows = group_rows(group, scratch)?;
-    let inserted = sqlx::query(INSERT_HANDOFFS)
-        .bind(rows)
-        .fetch_all(&mut *conn)
-        .await?;
-    let created = inserted
-        .iter()
-        .map(|row| row.try_get::<&str, _>(0))
-        .collect::<Result<HashSet<&str>, _>>()?;
-    if !created.is_empty() {
-        let ids = scratch.array(created.iter())?;
-        sqlx::query(INSERT_JOBS)
-            .bind(ids)
-            .execute(&mut *conn)
-            .await?;
+/// The fast path: the first request of each key inserted, in order.
+fn insert_group(tx: &Transaction<'_>, group: &[Pending]) -> Result<Vec<Slot>, StoreError> {
+    let mut handoff = tx.prepare_cached(INSERT_HANDOFF)?;
+    let mut job = tx.prepare_cached(INSERT_JOB)?;
+    let mut created = HashSet::with_capacity(group.len());
+    for p in firsts(group) {
+        if insert(&mut handoff, &mut job, p)? {
+            created.insert(p.new.id.as_str());
+        }
     }
     Ok(slots(group, &created))
 }
 
-/// The rows of the group's handoffs that may insert, as a JSON array.
-fn group_rows<'s>(group: &[Pending], scratch: &'s mut Scratch) -> Result<&'s str, StoreError> {
-    scratch.array(firsts(group).map(|p| {
-        let n = &p.new;
-        (
-            n.id.as_str(),
-            &n.client,
-            &n.request.request_id,
-            hex::encode(n.request_sha256),
-            n.request.kind.as_str(),
-            &n.request.dossier_code,
-            &n.request.agency.code,
-            n.request.cod_amount_vnd as i64,
-            &p.details,
-            n.request.due_at.map(ms),
-            ms(n.now),
-        )
-    }))
-}
-
-/// The keys of the requests that were not inserted, as a JSON array (`None`
-/// when every request was).
-fn existing_keys<'s>(
-    group: &[Pending],
-    slots: &[Slot],
-    scratch: &'s mut Scratch,
-) -> Result<Option<&'s str>, StoreError> {
-    let mut wanted = not_inserted(group, slots).map(Pending::key).peekable();
-    if wanted.peek().is_none() {
-        return Ok(None);
+/// Inserts the request's handoff and, when it is new, its create job; true
+/// when it was new.
+fn insert(
+    handoff: &mut CachedStatement<'_>,
+    job: &mut CachedStatement<'_>,
+    p: &Pending,
+) -> rusqlite::Result<bool> {
+    let n = &p.new;
+    let now = ms(n.now);
+    let inserted = handoff.execute(params![
+        n.id.as_str(),
+        n.client,
+        n.request.request_id,
+        &n.request_sha256[..],
+        n.request.kind.as_str(),
+        n.request.dossier_code,
+        n.request.agency.code,
+        n.request.cod_amount_vnd as i64,
+        p.details,
+        n.request.due_at.map(ms),
+        now,
+    ])? == 1;
+    if inserted {
+        job.execute(params![n.id.as_str(), now])?;
     }
-    scratch.array(wanted).map(Some)
+    Ok(inserted)
 }
 
 /// The slow path: one request in its own savepoint.
-async fn insert_one(conn: &mut SqliteConnection, p: &Pending) -> Slot {
-    let attempt = async {
-        let mut sp = conn.begin().await?;
-        let n = &p.new;
-        let now = ms(n.now);
-        let inserted = sqlx::query(INSERT_ONE_HANDOFF)
-            .bind(n.id.as_str())
-            .bind(&n.client)
-            .bind(&n.request.request_id)
-            .bind(&n.request_sha256[..])
-            .bind(n.request.kind.as_str())
-            .bind(&n.request.dossier_code)
-            .bind(&n.request.agency.code)
-            .bind(n.request.cod_amount_vnd as i64)
-            .bind(&p.details)
-            .bind(n.request.due_at.map(ms))
-            .bind(now)
-            .bind(now)
-            .execute(&mut *sp)
-            .await?
-            .rows_affected();
-        if inserted == 1 {
-            sqlx::query(INSERT_ONE_JOB)
-                .bind(n.id.as_str())
-                .bind(now)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *sp)
-                .await?;
-        }
-        sp.commit().await?;
-        Ok::<_, StoreError>(if inserted == 1 {
-            Slot::Created
-        } else {
-            Slot::Existing
-        })
-    };
+fn insert_one(tx: &mut Transaction<'_>, p: &Pending) -> Slot {
+    insert_alone(tx, p).unwrap_or_else(Slot::Failed)
+}
+
+fn insert_alone(tx: &mut Transaction<'_>, p: &Pending) -> Result<Slot, StoreError> {
     // A failed attempt's savepoint is rolled back when it is dropped.
-    attempt.await.unwrap_or_else(Slot::Failed)
+    let sp = tx.savepoint()?;
+    let inserted = insert(
+        &mut sp.prepare_cached(INSERT_HANDOFF)?,
+        &mut sp.prepare_cached(INSERT_JOB)?,
+        p,
+    )?;
+    sp.commit()?;
+    Ok(if inserted {
+        Slot::Created
+    } else {
+        Slot::Existing
+    })
 }
 
 /// Reads, in the group's transaction, the stored handoff of every request
 /// that was not inserted.
-async fn read_existing(
-    conn: &mut SqliteConnection,
+fn read_existing(
+    tx: &Transaction<'_>,
     group: &[Pending],
     slots: &[Slot],
-    scratch: &mut Scratch,
 ) -> Result<Existing, StoreError> {
-    let Some(keys) = existing_keys(group, slots, scratch)? else {
-        return Ok(Existing::new());
-    };
-    let rows = sqlx::query(AssertSqlSafe(SELECT_EXISTING.as_str()))
-        .bind(keys)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut found = Existing::with_capacity(rows.len());
-    for row in &rows {
-        let handoff = handoff_from_row(row)?;
-        let sha: Vec<u8> = row.try_get("request_sha256")?;
-        found.insert(
-            (handoff.client.clone(), handoff.request_id.clone()),
-            (handoff, sha),
-        );
+    let wanted: HashSet<(&str, &str)> = not_inserted(group, slots).map(Pending::key).collect();
+    let mut found = Existing::with_capacity(wanted.len());
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    let mut select = tx.prepare_cached(&SELECT_EXISTING)?;
+    for (client, request_id) in wanted {
+        let mut rows = select.query(params![client, request_id])?;
+        if let Some(row) = rows.next()? {
+            let handoff = handoff_from_row(row)?;
+            let sha: Vec<u8> = row.get("request_sha256")?;
+            found.insert((client.to_owned(), request_id.to_owned()), (handoff, sha));
+        }
     }
     Ok(found)
 }
@@ -263,6 +210,7 @@ pub(super) mod tests {
     use crate::store::NewHandoff;
     use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
+    use sqlx::{Connection as _, SqliteConnection};
 
     fn request(request_id: &str, dossier_code: &str) -> HandoffRequest {
         let mut doc: serde_json::Value = serde_json::from_str(include_str!(concat!(
@@ -317,6 +265,11 @@ pub(super) mod tests {
         (dir, store, conn)
     }
 
+    /// A writer connection of the test's own, as the intake thread opens it.
+    fn writer(dir: &tempfile::TempDir) -> Connection {
+        open_writer(&dir.path().join("bcci.db")).unwrap()
+    }
+
     async fn count(conn: &mut SqliteConnection, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
     }
@@ -324,7 +277,7 @@ pub(super) mod tests {
     #[tokio::test]
     async fn requests_repeating_a_request_id_in_one_group_are_answered_as_if_they_came_one_after_another()
      {
-        let (_dir, store, mut conn) = store().await;
+        let (dir, store, mut conn) = store().await;
         let earlier = store
             .create_handoff(new_handoff(1, "EARLIER", "D-0"))
             .await
@@ -340,9 +293,7 @@ pub(super) mod tests {
             pending(new_handoff(6, "EARLIER", "D-0")),
             pending(new_handoff(7, "EARLIER", "D-changed")),
         ];
-        let outcomes = write_group(&mut conn, &group, &mut Scratch::default())
-            .await
-            .unwrap();
+        let outcomes = write_group(&mut writer(&dir), &group).unwrap();
         let outcomes: Vec<CreateOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
         let CreateOutcome::Created(first) = &outcomes[0] else {
             panic!("{:?}", outcomes[0])
@@ -393,7 +344,7 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn a_request_that_fails_in_a_group_fails_alone_and_leaves_nothing_behind() {
-        let (_dir, _store, mut conn) = store().await;
+        let (dir, _store, mut conn) = store().await;
         let group = vec![
             pending(new_handoff(1, "OK-1", "D-1")),
             pending(new_handoff(2, "DOOMED", "D-2")),
@@ -401,17 +352,15 @@ pub(super) mod tests {
             pending(new_handoff(4, "OK-1", "D-1")),
         ];
         // The doomed request's handoff row goes in; its postal job cannot.
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE TRIGGER doomed BEFORE INSERT ON postal_jobs WHEN NEW.handoff_id = '{}' \
-             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-            group[1].new.id
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        let outcomes = write_group(&mut conn, &group, &mut Scratch::default())
-            .await
+        let mut writer = writer(&dir);
+        writer
+            .execute_batch(&format!(
+                "CREATE TRIGGER doomed BEFORE INSERT ON postal_jobs WHEN NEW.handoff_id = '{}' \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+                group[1].new.id
+            ))
             .unwrap();
+        let outcomes = write_group(&mut writer, &group).unwrap();
         assert!(matches!(&outcomes[0], Ok(CreateOutcome::Created(h)) if h.id == group[0].new.id));
         assert!(outcomes[1].is_err(), "{:?}", outcomes[1]);
         assert!(matches!(&outcomes[2], Ok(CreateOutcome::Created(h)) if h.id == group[2].new.id));

@@ -90,7 +90,7 @@ impl SqliteStore {
         sqlx::query("UPDATE callbacks SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL")
             .execute(&pool)
             .await?;
-        let intake = group::start(&options).await?;
+        let intake = group::start(&path)?;
         let checkpoints = tokio_util::sync::CancellationToken::new();
         checkpoint::start(
             <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await?,

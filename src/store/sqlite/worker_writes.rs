@@ -162,10 +162,10 @@ impl WorkerWrites {
         self.queue
             .send(Queued { write, reply })
             .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
+            .map_err(|_| StoreError::gone("the workers' writer has stopped"))?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::WorkerCrashed))?
+            .map_err(|_| StoreError::gone("the workers' writer dropped a write"))?
     }
 
     /// Transactions committed so far.
