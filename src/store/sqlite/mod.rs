@@ -4,6 +4,8 @@
 mod admin;
 mod checkpoint;
 mod group;
+#[cfg(test)]
+mod tests;
 mod worker_writes;
 
 use std::fs::File;
@@ -31,6 +33,21 @@ use crate::domain::callback::{BodyFormat, CallbackType};
 use crate::domain::state_machine::{Relay, SeenEvent};
 use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
 use worker_writes::{FinishCallback, FinishPostal, StartAttempt, WorkerWrites, Write};
+
+/// Leases the due heads of the callback queues, oldest first: only heads
+/// carry `head_since` (see `insert_callback`), and `callbacks_heads_due`
+/// holds just those, so a claim never walks the callbacks waiting behind
+/// them (named: the planner preferred `callbacks_due`, which holds them
+/// all). The `NOT EXISTS` keeps the order even so.
+const CLAIM_CALLBACKS: &str = "UPDATE callbacks SET lease_owner = ?1, lease_expires_at = ?2, head_since = COALESCE(head_since, ?3) \
+     WHERE id IN (SELECT c.id FROM callbacks c INDEXED BY callbacks_heads_due \
+       WHERE c.state = 'pending' AND c.head_since IS NOT NULL \
+       AND c.next_attempt_at <= ?3 \
+       AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= ?3) \
+       AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.handoff_id = c.handoff_id \
+                       AND p.sequence < c.sequence AND p.state <> 'delivered') \
+       ORDER BY c.next_attempt_at LIMIT ?4) \
+     RETURNING id, handoff_id, client, sequence, body, content_type, attempts, head_since";
 
 static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/sqlite");
 
@@ -195,9 +212,18 @@ async fn insert_callback(
 ) -> Result<(), StoreError> {
     let event = draft.event(handoff, sequence);
     let (body, content_type) = event.render(format);
+    // A callback with nothing undelivered before it is the head of its
+    // handoff's queue from now on: `head_since` marks the heads, so claims
+    // search the heads alone (`callbacks_heads_due`), and its retry deadline
+    // runs from here. The others get theirs when the one before is delivered
+    // (`worker_writes::NEW_HEADS`) or replayed. SQLite runs one write
+    // transaction at a time, so no delivery can slip between the check and
+    // the insert.
     sqlx::query(
         "INSERT INTO callbacks (id, handoff_id, client, sequence, event_type, body, content_type, \
-         state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+         state, next_attempt_at, created_at, head_since) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, \
+         CASE WHEN EXISTS (SELECT 1 FROM callbacks p WHERE p.handoff_id = ?2 AND p.sequence < ?4 \
+                           AND p.state <> 'delivered') THEN NULL ELSE ?8 END)",
     )
     .bind(format!("msg_{}", ulid::Ulid::new()))
     .bind(handoff.id.as_str())
@@ -206,7 +232,6 @@ async fn insert_callback(
     .bind(draft.event_type.as_str())
     .bind(body)
     .bind(content_type)
-    .bind(ms(now))
     .bind(ms(now))
     .execute(&mut *tx)
     .await?;
@@ -1208,21 +1233,13 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<CallbackJob>, StoreError> {
         let now_ms = ms(now);
-        let rows = sqlx::query(
-            "UPDATE callbacks SET lease_owner = ?1, lease_expires_at = ?2, head_since = COALESCE(head_since, ?3) \
-             WHERE id IN (SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= ?3 \
-               AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= ?3) \
-               AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.handoff_id = c.handoff_id \
-                               AND p.sequence < c.sequence AND p.state <> 'delivered') \
-               ORDER BY c.next_attempt_at LIMIT ?4) \
-             RETURNING id, handoff_id, client, sequence, body, content_type, attempts, head_since",
-        )
-        .bind(owner)
-        .bind(now_ms + lease.as_millis() as i64)
-        .bind(now_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(CLAIM_CALLBACKS)
+            .bind(owner)
+            .bind(now_ms + lease.as_millis() as i64)
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get("handoff_id")?;

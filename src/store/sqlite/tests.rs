@@ -1,0 +1,141 @@
+//! The SQLite schema's own guarantees: what its queries use, and that a
+//! store written by an earlier schema opens and goes on.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{ConnectOptions, Row, SqliteConnection};
+
+use super::{CLAIM_CALLBACKS, SqliteStore};
+use crate::config::StoreSettings;
+use crate::domain::HandoffId;
+use crate::store::{Store, ms};
+
+const OWNER: &str = "test-worker";
+const LEASE: Duration = Duration::from_secs(60);
+
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_790_000_000).unwrap()
+}
+
+fn url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("bcci.db").display())
+}
+
+async fn connect(url: &str) -> SqliteConnection {
+    SqliteConnectOptions::from_str(url)
+        .unwrap()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The plan of a callback claim: it searches the heads' index, never every
+/// pending callback (with 20,000 handoffs in flight, that walk held the relay
+/// to 60 callbacks/s).
+#[tokio::test]
+async fn a_callback_claim_searches_the_heads_of_the_queues_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&url(&dir), &StoreSettings::default())
+        .await
+        .unwrap();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN QUERY PLAN {CLAIM_CALLBACKS}"
+    )))
+    .bind(OWNER)
+    .bind(0i64)
+    .bind(0i64)
+    .bind(64i64)
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    let plan: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>("detail").unwrap())
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|d| d.contains("SEARCH c USING INDEX callbacks_heads_due")),
+        "{plan:#?}"
+    );
+    assert!(!plan.iter().any(|d| d.starts_with("SCAN")), "{plan:#?}");
+}
+
+/// A store written before heads were marked (`head_since` set at a
+/// callback's first claim only) opens after the upgrade, and its relay goes
+/// on in order: the heads never claimed are claimed, the callbacks behind a
+/// pending or dead one wait.
+#[tokio::test]
+async fn a_store_written_before_heads_were_marked_opens_and_relays_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = url(&dir);
+    let earlier = tempfile::tempdir().unwrap();
+    let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/sql/sqlite");
+    for name in ["0001_initial.sql", "0002_cod_settlement.sql"] {
+        std::fs::copy(format!("{schemas}/{name}"), earlier.path().join(name)).unwrap();
+    }
+    let mut conn = connect(&url).await;
+    sqlx::migrate::Migrator::new(earlier.path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    let t = ms(now()) - 60_000;
+    let handoff = |n: u128| HandoffId::new(t as u64, n);
+    // (handoff, sequence, state, head_since) as the earlier release left them.
+    let callbacks = [
+        (1, 1, "delivered", Some(t)),
+        (1, 2, "pending", None),
+        (1, 3, "pending", None),
+        (2, 1, "pending", None),
+        (3, 1, "dead", Some(t)),
+        (3, 2, "pending", None),
+    ];
+    for n in 1..=3 {
+        sqlx::query(
+            "INSERT INTO handoffs (id, client, request_id, request_sha256, kind, dossier_code, \
+             agency_code, status, cod_amount_vnd, created_at, updated_at) \
+             VALUES (?1, 'motcua', ?1, x'00', 'pickup', 'D', 'A', 'order_created', 0, ?2, ?2)",
+        )
+        .bind(handoff(n).as_str())
+        .bind(t)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    for (n, sequence, state, head_since) in callbacks {
+        sqlx::query(
+            "INSERT INTO callbacks (id, handoff_id, client, sequence, event_type, body, \
+             content_type, state, next_attempt_at, created_at, head_since) \
+             VALUES (?1, ?2, 'motcua', ?3, 'handoff.status_changed', x'7b7d', \
+             'application/json', ?4, ?5, ?5, ?6)",
+        )
+        .bind(format!("msg_{n}_{sequence}"))
+        .bind(handoff(n).as_str())
+        .bind(sequence)
+        .bind(state)
+        .bind(t)
+        .bind(head_since)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    drop(conn);
+
+    let store = SqliteStore::open(&url, &StoreSettings::default())
+        .await
+        .unwrap();
+    let mut claimed: Vec<(HandoffId, u64)> = store
+        .claim_callbacks(OWNER, now(), LEASE, 64)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.handoff_id, c.sequence))
+        .collect();
+    claimed.sort();
+    assert_eq!(claimed, [(handoff(1), 2), (handoff(2), 1)]);
+}
