@@ -218,6 +218,49 @@ pub struct IncomingCarrierEvent {
     pub cod_amount: Option<i64>,
 }
 
+/// The one key a carrier event is matched to its handoff by, most trusted
+/// first: the handoff id (`saleOrderCode`, when it is one), else the item
+/// code, else the `originalID`. Each is one indexed lookup; a single
+/// statement taking all three as `id = ?1 OR (?1 IS NULL AND …)` made both
+/// databases scan every handoff once per event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandoffKey<'a> {
+    Id(HandoffId),
+    TrackingNumber(&'a str),
+    OriginalId(&'a str),
+}
+
+impl HandoffKey<'_> {
+    /// The `handoffs` column it is looked up in.
+    pub(crate) fn column(&self) -> &'static str {
+        match self {
+            HandoffKey::Id(_) => "id",
+            HandoffKey::TrackingNumber(_) => "tracking_number",
+            HandoffKey::OriginalId(_) => "carrier_original_id",
+        }
+    }
+
+    pub(crate) fn value(&self) -> &str {
+        match self {
+            HandoffKey::Id(id) => id.as_str(),
+            HandoffKey::TrackingNumber(v) | HandoffKey::OriginalId(v) => v,
+        }
+    }
+}
+
+impl IncomingCarrierEvent {
+    /// What the event is matched by; `None` when it names no handoff.
+    pub(crate) fn handoff_key(&self) -> Option<HandoffKey<'_>> {
+        if let Some(id) = self.sale_order_code.as_deref().and_then(HandoffId::parse) {
+            Some(HandoffKey::Id(id))
+        } else if let Some(t) = self.tracking_number.as_deref() {
+            Some(HandoffKey::TrackingNumber(t))
+        } else {
+            self.original_id.as_deref().map(HandoffKey::OriginalId)
+        }
+    }
+}
+
 /// What applying carrier events depends on besides the store.
 #[derive(Debug, Clone, Default)]
 pub struct EventContext {

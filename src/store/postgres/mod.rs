@@ -227,15 +227,14 @@ async fn move_handoff(
     Ok(Some(current))
 }
 
-/// The handoff a carrier event concerns (by saleOrderCode, else item code,
-/// else originalID).
-static EVENT_HANDOFF: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// The handoff a carrier event concerns, by the key it is matched by
+/// (`HandoffKey::column`).
+fn event_handoff_sql(column: &str) -> String {
     format!(
-        "SELECT {} FROM handoffs WHERE id = $1 OR ($1 IS NULL AND (tracking_number = $2 \
-         OR ($2 IS NULL AND carrier_original_id = $3))) LIMIT 1",
+        "SELECT {} FROM handoffs WHERE {column} = $1 LIMIT 1",
         super::shared::EVENT_COLUMNS
     )
-});
+}
 
 /// Matches one carrier event to its handoff and records what it does.
 async fn apply_one(
@@ -245,14 +244,11 @@ async fn apply_one(
     now: jiff::Timestamp,
 ) -> Result<EventOutcome, StoreError> {
     let formats = &context.formats;
-    let by_id = incoming
-        .sale_order_code
-        .as_deref()
-        .and_then(HandoffId::parse);
-    let row = sqlx::query(sqlx::AssertSqlSafe(EVENT_HANDOFF.as_str()))
-        .bind(by_id.as_ref().map(HandoffId::as_str))
-        .bind(incoming.tracking_number.as_deref())
-        .bind(incoming.original_id.as_deref())
+    let Some(key) = incoming.handoff_key() else {
+        return Ok(EventOutcome::UnknownOrder);
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(event_handoff_sql(key.column())))
+        .bind(key.value())
         .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = row else {

@@ -318,18 +318,18 @@ static CLAIMED_HANDOFFS: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     )
 });
 
-/// The handoff a carrier event concerns (by saleOrderCode, else item code,
-/// else originalID), with the carrier events it has seen as one JSON array.
-static EVENT_HANDOFF: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// The handoff a carrier event concerns, by the key it is matched by
+/// (`HandoffKey::column`), with the carrier events it has seen as one JSON
+/// array.
+fn event_handoff_sql(column: &str) -> String {
     format!(
         "SELECT {}, \
          (SELECT json_group_array(json_array(t.source, t.carrier_code, t.occurred_at)) FROM timeline t \
           WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
-         FROM handoffs WHERE id = ?1 OR (?1 IS NULL AND (tracking_number = ?2 \
-         OR (?2 IS NULL AND carrier_original_id = ?3))) LIMIT 1",
+         FROM handoffs WHERE {column} = ?1 LIMIT 1",
         super::shared::EVENT_COLUMNS
     )
-});
+}
 
 /// Records a carrier event on its handoff and takes `?14` callback sequences
 /// (the first in `next_sequence`), returning the handoff as updated.
@@ -371,16 +371,13 @@ async fn apply_one(
     now: jiff::Timestamp,
 ) -> Result<EventOutcome, StoreError> {
     let formats = &context.formats;
-    let by_id = incoming
-        .sale_order_code
-        .as_deref()
-        .and_then(HandoffId::parse);
+    let Some(key) = incoming.handoff_key() else {
+        return Ok(EventOutcome::UnknownOrder);
+    };
     // The carrier events already seen come with the handoff, as one JSON
     // array: a statement less per event.
-    let row = sqlx::query(sqlx::AssertSqlSafe(EVENT_HANDOFF.as_str()))
-        .bind(by_id.as_ref().map(HandoffId::as_str))
-        .bind(incoming.tracking_number.as_deref())
-        .bind(incoming.original_id.as_deref())
+    let row = sqlx::query(sqlx::AssertSqlSafe(event_handoff_sql(key.column())))
+        .bind(key.value())
         .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = row else {

@@ -7,10 +7,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 
-use super::{CLAIM_CALLBACKS, SqliteStore};
+use super::{CLAIM_CALLBACKS, SqliteStore, event_handoff_sql};
 use crate::config::StoreSettings;
 use crate::domain::HandoffId;
-use crate::store::{Store, ms};
+use crate::store::{HandoffKey, Store, ms};
 
 const OWNER: &str = "test-worker";
 const LEASE: Duration = Duration::from_secs(60);
@@ -62,6 +62,42 @@ async fn a_callback_claim_searches_the_heads_of_the_queues_alone() {
         "{plan:#?}"
     );
     assert!(!plan.iter().any(|d| d.starts_with("SCAN")), "{plan:#?}");
+}
+
+/// Each key a carrier event may name its handoff by is one indexed lookup
+/// (the single statement taking all three scanned every handoff per event).
+#[tokio::test]
+async fn a_carrier_event_finds_its_handoff_through_an_index_whatever_key_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&url(&dir), &StoreSettings::default())
+        .await
+        .unwrap();
+    for key in [
+        HandoffKey::Id(HandoffId::new(1, 1)),
+        HandoffKey::TrackingNumber("EB123456789VN"),
+        HandoffKey::OriginalId("ORIG-1"),
+    ] {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            event_handoff_sql(key.column())
+        )))
+        .bind(key.value())
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect();
+        assert!(
+            plan.iter().any(|d| d.starts_with("SEARCH handoffs USING")),
+            "{key:?}: {plan:#?}"
+        );
+        assert!(
+            !plan.iter().any(|d| d.starts_with("SCAN")),
+            "{key:?}: {plan:#?}"
+        );
+    }
 }
 
 /// A store written before heads were marked (`head_since` set at a
