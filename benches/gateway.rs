@@ -823,24 +823,12 @@ async fn intake(args: &Args) -> anyhow::Result<()> {
         let before = cpu_sample(Some(gw.pid()));
         let r = load(gw.intake, &Bodies::new(), warmup, measure, None).await?;
         let cpu = Cpu::between(before, cpu_sample(Some(gw.pid())));
-        let (now, peak) = rss(gw.pid());
-        row(
+        load_row(
             args,
             &format!("baseline: bare axum JSON POST, {CONNECTIONS} connections"),
-            &format!(
-                "**{:.0} answered/s** ({} answered 202, {} other, {} errors in {:.0} s + {:.0} s warm-up; CPU per request: {:.0} µs, of which the handler's process {:.0} µs)",
-                r.rate(),
-                r.accepted,
-                r.other,
-                r.errors,
-                r.measured.as_secs_f64(),
-                warmup.as_secs_f64(),
-                cpu.seconds_per(r.accepted + r.other).0 * 1e6,
-                cpu.seconds_per(r.accepted + r.other).1 * 1e6,
-            ),
-            &format!("{:.1} / {:.1} ms", r.percentile(0.5), r.percentile(0.99)),
-            &format!("{now:.1} MiB (peak {peak:.1})"),
-            &cpu,
+            &format!("**{:.0} answered/s**", r.rate()),
+            ("answered 202", "the handler's process"),
+            (&r, warmup, &cpu, gw.pid()),
         );
         gw.stop().await?;
         r.rate()
@@ -864,25 +852,16 @@ async fn intake(args: &Args) -> anyhow::Result<()> {
         before,
         cpu_sample_with(Some(gw.pid()), &store.server_pids().await),
     );
-    let (now, peak) = rss(gw.pid());
-    row(
+    load_row(
         args,
         &format!("intake, {CONNECTIONS} connections, workers stopped"),
         &format!(
-            "**{:.0} accepted/s**, **{:.3} of the baseline** ({} accepted, {} other, {} errors in {:.0} s + {:.0} s warm-up; CPU per request: {:.0} µs, of which the gateway {:.0} µs)",
+            "**{:.0} accepted/s**, **{:.3} of the baseline**",
             r.rate(),
-            r.rate() / bare,
-            r.accepted,
-            r.other,
-            r.errors,
-            r.measured.as_secs_f64(),
-            warmup.as_secs_f64(),
-            cpu.seconds_per(r.accepted + r.other).0 * 1e6,
-            cpu.seconds_per(r.accepted + r.other).1 * 1e6,
+            r.rate() / bare
         ),
-        &format!("{:.1} / {:.1} ms", r.percentile(0.5), r.percentile(0.99)),
-        &format!("{now:.1} MiB (peak {peak:.1})"),
-        &cpu,
+        ("accepted", "the gateway"),
+        (&r, warmup, &cpu, gw.pid()),
     );
     gw.stop().await?;
     if let Some((db, wal)) = store.sqlite_sizes() {
@@ -894,6 +873,37 @@ async fn intake(args: &Args) -> anyhow::Result<()> {
     }
     store.drop_database().await?;
     Ok(())
+}
+
+/// The row of a load run: `headline`, then the counts (`counted`: what a
+/// 202 is called) and the CPU per request, of which `whose` (the server's
+/// process, `pid`) took the second figure.
+fn load_row(
+    args: &Args,
+    scenario: &str,
+    headline: &str,
+    (counted, whose): (&str, &str),
+    (r, warmup, cpu, pid): (&LoadResult, Duration, &Cpu, u32),
+) {
+    let (now, peak) = rss(pid);
+    let (ours, server) = cpu.seconds_per(r.accepted + r.other);
+    row(
+        args,
+        scenario,
+        &format!(
+            "{headline} ({} {counted}, {} other, {} errors in {:.0} s + {:.0} s warm-up; CPU per request: {:.0} µs, of which {whose} {:.0} µs)",
+            r.accepted,
+            r.other,
+            r.errors,
+            r.measured.as_secs_f64(),
+            warmup.as_secs_f64(),
+            ours * 1e6,
+            server * 1e6,
+        ),
+        &format!("{:.1} / {:.1} ms", r.percentile(0.5), r.percentile(0.99)),
+        &format!("{now:.1} MiB (peak {peak:.1})"),
+        cpu,
+    );
 }
 
 /// Handoffs per second from intake to the final callback, through the

@@ -231,12 +231,16 @@ pub(crate) enum HandoffKey<'a> {
 }
 
 impl HandoffKey<'_> {
-    /// The `handoffs` column it is looked up in.
-    pub(crate) fn column(&self) -> &'static str {
+    /// The `handoffs` column each key is looked up in, by [`Self::index`].
+    pub(crate) const COLUMNS: [&'static str; 3] = ["id", "tracking_number", "carrier_original_id"];
+
+    /// Its place in [`Self::COLUMNS`] (and in the backends' statements built
+    /// from them).
+    pub(crate) fn index(&self) -> usize {
         match self {
-            HandoffKey::Id(_) => "id",
-            HandoffKey::TrackingNumber(_) => "tracking_number",
-            HandoffKey::OriginalId(_) => "carrier_original_id",
+            HandoffKey::Id(_) => 0,
+            HandoffKey::TrackingNumber(_) => 1,
+            HandoffKey::OriginalId(_) => 2,
         }
     }
 

@@ -227,14 +227,16 @@ async fn move_handoff(
     Ok(Some(current))
 }
 
-/// The handoff a carrier event concerns, by the key it is matched by
-/// (`HandoffKey::column`).
-fn event_handoff_sql(column: &str) -> String {
-    format!(
-        "SELECT {} FROM handoffs WHERE {column} = $1 LIMIT 1",
-        super::shared::EVENT_COLUMNS
-    )
-}
+/// The handoff a carrier event concerns, one statement per key it may be
+/// matched by (`HandoffKey::COLUMNS`).
+static EVENT_HANDOFF: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
+    super::HandoffKey::COLUMNS.map(|column| {
+        format!(
+            "SELECT {} FROM handoffs WHERE {column} = $1 LIMIT 1",
+            super::shared::EVENT_COLUMNS
+        )
+    })
+});
 
 /// Matches one carrier event to its handoff and records what it does.
 async fn apply_one(
@@ -247,7 +249,7 @@ async fn apply_one(
     let Some(key) = incoming.handoff_key() else {
         return Ok(EventOutcome::UnknownOrder);
     };
-    let row = sqlx::query(sqlx::AssertSqlSafe(event_handoff_sql(key.column())))
+    let row = sqlx::query(sqlx::AssertSqlSafe(EVENT_HANDOFF[key.index()].as_str()))
         .bind(key.value())
         .fetch_optional(&mut *tx)
         .await?;

@@ -16,11 +16,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use rusqlite::{CachedStatement, Connection, OpenFlags, Transaction, TransactionBehavior, params};
 
-use super::{HANDOFF_COLUMNS, handoff_from_row};
+use super::{BUSY_TIMEOUT, CONNECTION_PRAGMAS, HANDOFF_COLUMNS, handoff_from_row};
 use crate::store::group::{
     Existing, IntakeQueue, IntakeReceiver, MAX_GROUP, Pending, Slot, answer, firsts, not_inserted,
     outcomes, slots,
@@ -55,19 +54,17 @@ pub(super) fn start(db: &Path) -> Result<IntakeQueue, StoreError> {
     Ok(queue)
 }
 
-/// A read-write connection with the settings every writer of the store
-/// uses: each commit durable (`synchronous=FULL`), deleted data overwritten,
-/// checkpoints left to the checkpoint task.
+/// A read-write connection with the settings of every connection of the
+/// store (`CONNECTION_PRAGMAS`).
 pub(super) fn open_writer(db: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    for (name, value) in CONNECTION_PRAGMAS {
+        conn.pragma_update(None, name, value)?;
+    }
     conn.set_prepared_statement_cache_capacity(16);
     Ok(conn)
 }

@@ -14,9 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
@@ -49,6 +47,21 @@ const CLAIM_CALLBACKS: &str = "UPDATE callbacks SET lease_owner = ?1, lease_expi
        ORDER BY c.next_attempt_at LIMIT ?4) \
      RETURNING id, handoff_id, client, sequence, body, content_type, attempts, head_since";
 
+/// What every connection of the store sets, sqlx's and the intake writer's
+/// (`group::open_writer`): each commit durable, deleted data overwritten,
+/// foreign keys checked, and no checkpoint inside a commit (they run on a
+/// task of their own, `checkpoint`; inside a commit they stalled every
+/// request waiting behind it).
+const CONNECTION_PRAGMAS: &[(&str, &str)] = &[
+    ("synchronous", "FULL"),
+    ("foreign_keys", "ON"),
+    ("secure_delete", "ON"),
+    ("wal_autocheckpoint", "0"),
+];
+
+/// How long a connection waits for SQLite's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/sqlite");
 
 /// The SQLite implementation of [`Store`].
@@ -69,19 +82,15 @@ impl SqliteStore {
     /// and runs the migrations.
     #[tracing::instrument(skip_all)]
     pub async fn open(url: &str, _settings: &StoreSettings) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("secure_delete", "ON")
-            // Checkpoints run on a task of their own (`checkpoint`), never
-            // inside a commit, where they stalled every request waiting
-            // behind it.
-            .pragma("wal_autocheckpoint", "0")
-            // A WAL grown under sustained load is cut back once it restarts.
-            .pragma("journal_size_limit", "67108864");
+        let options = CONNECTION_PRAGMAS.iter().fold(
+            SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(BUSY_TIMEOUT)
+                // A WAL grown under sustained load is cut back once it restarts.
+                .pragma("journal_size_limit", "67108864"),
+            |options, (name, value)| options.pragma(*name, *value),
+        );
         let path = options.get_filename().to_path_buf();
         let lock = if path.as_os_str().is_empty() || path == Path::new(":memory:") {
             None
@@ -318,18 +327,20 @@ static CLAIMED_HANDOFFS: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     )
 });
 
-/// The handoff a carrier event concerns, by the key it is matched by
-/// (`HandoffKey::column`), with the carrier events it has seen as one JSON
-/// array.
-fn event_handoff_sql(column: &str) -> String {
-    format!(
-        "SELECT {}, \
-         (SELECT json_group_array(json_array(t.source, t.carrier_code, t.occurred_at)) FROM timeline t \
-          WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
-         FROM handoffs WHERE {column} = ?1 LIMIT 1",
-        super::shared::EVENT_COLUMNS
-    )
-}
+/// The handoff a carrier event concerns, one statement per key it may be
+/// matched by (`HandoffKey::COLUMNS`), with the carrier events it has seen
+/// as one JSON array.
+static EVENT_HANDOFF: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
+    super::HandoffKey::COLUMNS.map(|column| {
+        format!(
+            "SELECT {}, \
+             (SELECT json_group_array(json_array(t.source, t.carrier_code, t.occurred_at)) FROM timeline t \
+              WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
+             FROM handoffs WHERE {column} = ?1 LIMIT 1",
+            super::shared::EVENT_COLUMNS
+        )
+    })
+});
 
 /// Records a carrier event on its handoff and takes `?14` callback sequences
 /// (the first in `next_sequence`), returning the handoff as updated.
@@ -376,7 +387,7 @@ async fn apply_one(
     };
     // The carrier events already seen come with the handoff, as one JSON
     // array: a statement less per event.
-    let row = sqlx::query(sqlx::AssertSqlSafe(event_handoff_sql(key.column())))
+    let row = sqlx::query(sqlx::AssertSqlSafe(EVENT_HANDOFF[key.index()].as_str()))
         .bind(key.value())
         .fetch_optional(&mut *tx)
         .await?;

@@ -4,10 +4,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{ConnectOptions, Row, SqliteConnection};
+use sqlx::{Sqlite, SqlitePool};
 
-use super::{CLAIM_CALLBACKS, SqliteStore, event_handoff_sql};
+use super::{CLAIM_CALLBACKS, EVENT_HANDOFF, SqliteStore};
 use crate::config::StoreSettings;
 use crate::domain::HandoffId;
 use crate::store::{HandoffKey, Store, ms};
@@ -33,6 +34,25 @@ async fn connect(url: &str) -> SqliteConnection {
         .unwrap()
 }
 
+/// `sql` with its arguments bound by `bind`, as SQLite plans it: the
+/// `detail` of each step.
+async fn plan(
+    pool: &SqlitePool,
+    sql: &str,
+    bind: impl for<'q> FnOnce(
+        sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+    ) -> sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+) -> Vec<String> {
+    let explain = format!("EXPLAIN QUERY PLAN {sql}");
+    bind(sqlx::query(sqlx::AssertSqlSafe(explain.as_str())))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get::<String, _>("detail").unwrap())
+        .collect()
+}
+
 /// The plan of a callback claim: it searches the heads' index, never every
 /// pending callback (with 20,000 handoffs in flight, that walk held the relay
 /// to 60 callbacks/s).
@@ -42,20 +62,10 @@ async fn a_callback_claim_searches_the_heads_of_the_queues_alone() {
     let store = SqliteStore::open(&url(&dir), &StoreSettings::default())
         .await
         .unwrap();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN QUERY PLAN {CLAIM_CALLBACKS}"
-    )))
-    .bind(OWNER)
-    .bind(0i64)
-    .bind(0i64)
-    .bind(64i64)
-    .fetch_all(&store.pool)
-    .await
-    .unwrap();
-    let plan: Vec<String> = rows
-        .iter()
-        .map(|r| r.try_get::<String, _>("detail").unwrap())
-        .collect();
+    let plan = plan(&store.pool, CLAIM_CALLBACKS, |q| {
+        q.bind(OWNER).bind(0i64).bind(0i64).bind(64i64)
+    })
+    .await;
     assert!(
         plan.iter()
             .any(|d| d.contains("SEARCH c USING INDEX callbacks_heads_due")),
@@ -77,18 +87,10 @@ async fn a_carrier_event_finds_its_handoff_through_an_index_whatever_key_it_name
         HandoffKey::TrackingNumber("EB123456789VN"),
         HandoffKey::OriginalId("ORIG-1"),
     ] {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {}",
-            event_handoff_sql(key.column())
-        )))
-        .bind(key.value())
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
-        let plan: Vec<String> = rows
-            .iter()
-            .map(|r| r.try_get::<String, _>("detail").unwrap())
-            .collect();
+        let plan = plan(&store.pool, &EVENT_HANDOFF[key.index()], |q| {
+            q.bind(key.value())
+        })
+        .await;
         assert!(
             plan.iter().any(|d| d.starts_with("SEARCH handoffs USING")),
             "{key:?}: {plan:#?}"
