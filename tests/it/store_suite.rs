@@ -38,6 +38,7 @@ on_both_backends!(
     a_dead_callback_holds_the_queue_until_replayed,
     a_cancel_before_any_call_cancels_at_once,
     an_event_for_an_unknown_order_changes_nothing,
+    a_carrier_event_is_matched_by_the_key_it_trusts_most,
     a_breach_is_recorded_once,
     the_purge_clears_old_terminal_handoffs_once,
     concurrent_webhooks_keep_every_sequence_contiguous,
@@ -585,6 +586,71 @@ async fn an_event_for_an_unknown_order_changes_nothing(store: SharedStore) {
     let outcomes = apply(&store, vec![event("EB000000000VN", 2, now)], now).await;
     assert_eq!(outcomes, vec![EventOutcome::UnknownOrder]);
     assert_eq!(store.count_handoffs().await.unwrap(), 0);
+}
+
+/// The handoff id (`saleOrderCode`, when it is one) wins over the item
+/// code, which wins over the `originalID`; an event naming only the
+/// `originalID` (an order without an item code) still finds its handoff.
+async fn a_carrier_event_is_matched_by_the_key_it_trusts_most(store: SharedStore) {
+    let now = start();
+    let (first, first_tracking) = with_order(&store, "K-1", now).await;
+    let (second, _) = with_order(&store, "K-2", now).await;
+    let at = now + SignedDuration::from_mins(10);
+    let named =
+        |sale_order_code: Option<String>, tracking: Option<&str>, original: Option<String>| {
+            let mut e = event("unused", 2, at);
+            e.sale_order_code = sale_order_code;
+            e.tracking_number = tracking.map(str::to_owned);
+            e.original_id = original;
+            e
+        };
+    let cases = [
+        // Our id names the second handoff; the item code, the first.
+        (
+            named(Some(second.to_string()), Some(&first_tracking), None),
+            Some(&second),
+        ),
+        // Not one of our ids: the item code decides.
+        (
+            named(Some("not-an-id".into()), Some(&first_tracking), None),
+            Some(&first),
+        ),
+        // The item code wins over the originalID.
+        (
+            named(
+                None,
+                Some(&first_tracking),
+                Some(order_for(&second).original_id),
+            ),
+            Some(&first),
+        ),
+        // The originalID alone.
+        (
+            named(None, None, Some(order_for(&second).original_id)),
+            Some(&second),
+        ),
+        // Nothing that names a handoff.
+        (named(None, None, None), None),
+    ];
+    for (event, expected) in cases {
+        let label = format!(
+            "{:?}",
+            (
+                &event.sale_order_code,
+                &event.tracking_number,
+                &event.original_id
+            )
+        );
+        let outcome = apply(&store, vec![event], at).await.remove(0);
+        let matched = match &outcome {
+            // A duplicate is matched too: the key found the handoff, whose
+            // own order is another.
+            EventOutcome::Recorded { handoff_id, .. }
+            | EventOutcome::DuplicateOrder { handoff_id, .. } => Some(handoff_id),
+            EventOutcome::UnknownOrder => None,
+        };
+        assert_eq!(matched, expected, "{label}");
+    }
 }
 
 async fn a_breach_is_recorded_once(store: SharedStore) {
