@@ -40,6 +40,23 @@ pub(super) struct Pending {
 }
 
 impl Pending {
+    /// A request for the writer, and where its answer will come.
+    pub(super) fn new(
+        new: NewHandoff,
+    ) -> Result<(Self, oneshot::Receiver<Result<CreateOutcome, StoreError>>), StoreError> {
+        // Serialized here, on the caller's task, so the writer spends its
+        // time writing.
+        let details = serde_json::to_string(&new.request)
+            .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            new,
+            details,
+            reply,
+        };
+        Ok((pending, answer))
+    }
+
     pub(super) fn key(&self) -> (&str, &str) {
         (&self.new.client, &self.new.request.request_id)
     }
@@ -61,36 +78,17 @@ pub(super) struct IntakeQueue {
     queue: mpsc::Sender<Pending>,
 }
 
-/// What the intake writer takes its groups from.
-pub(super) type IntakeReceiver = mpsc::Receiver<Pending>;
-
 impl IntakeQueue {
-    /// A queue and the receiver its writer takes groups from (the SQLite
-    /// writer's own thread).
-    pub(super) fn channel() -> (Self, IntakeReceiver) {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        (Self { queue }, rx)
-    }
-
     /// Starts the writer's task; it ends once the queue is dropped and empty.
     pub(super) fn start(writer: impl GroupWriter) -> Self {
-        let (queue, rx) = Self::channel();
+        let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(writer, rx));
-        queue
+        Self { queue }
     }
 
     /// Records the handoff in the next group; answers once it is committed.
     pub(super) async fn create(&self, new: NewHandoff) -> Result<CreateOutcome, StoreError> {
-        // Serialized here, on the caller's task, so the writer spends its
-        // time writing.
-        let details = serde_json::to_string(&new.request)
-            .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
-        let (reply, answer) = oneshot::channel();
-        let pending = Pending {
-            new,
-            details,
-            reply,
-        };
+        let (pending, answer) = Pending::new(new)?;
         self.queue
             .send(pending)
             .await
@@ -101,7 +99,7 @@ impl IntakeQueue {
     }
 }
 
-async fn run(mut writer: impl GroupWriter, mut rx: IntakeReceiver) {
+async fn run(mut writer: impl GroupWriter, mut rx: mpsc::Receiver<Pending>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let written = writer.write(&group).await;

@@ -1,89 +1,59 @@
-//! The SQLite implementation of [`AdminStore`]. Status changes go through
-//! the same helpers as the workers' (`move_handoff`, `record_change`), so
-//! callback sequences stay contiguous.
+//! The SQLite implementation of [`AdminStore`]. Every action is a unit of
+//! the store's writer, and status changes go through the same helpers as
+//! the workers' (`move_handoff`, `record_change`), so callback sequences
+//! stay contiguous.
 
 use std::collections::HashMap;
+
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use jiff::civil::Date;
+use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::Row;
 
-use super::{SqliteStore, insert_timeline, move_handoff, record_change};
+use super::SqliteStore;
+use super::writes::{
+    clear_stored_carrier_answers, insert_timeline, move_handoff, read_handoff, record_change,
+    requeue_dead,
+};
 use crate::domain::callback::{BodyFormat, CallbackType};
 use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status};
 use crate::store::admin::{
     AdminOutcome, AdminStore, CallbackPage, CallbackRecord, CallbackReplay, CallbackState,
     Resolution, StatsBuilder, StatsFacts, StatsRow,
 };
-use crate::store::shared::{
-    CALLBACKS, Change, HANDOFF_COLUMNS, TimelineDraft, callback_from_row, handoff_from_row, parse,
-    start_of,
-};
+use crate::store::shared::{CALLBACKS, Change, TimelineDraft, callback_from_row, parse, start_of};
 use crate::store::{StoreError, ms};
 
-/// Takes the write lock at the start of a transaction, so its reads and
-/// writes see one stable store.
-async fn lock_for_write(tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
-    sqlx::query("UPDATE handoffs SET id = id WHERE 0")
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
 /// The handoff's status, client and whether its personal data was erased.
-async fn current(
-    tx: &mut sqlx::SqliteConnection,
-    id: &HandoffId,
-) -> Result<Option<(Status, String, bool)>, StoreError> {
-    let row = sqlx::query(
-        "SELECT status, client, personal_data_erased_at IS NOT NULL AS erased FROM handoffs WHERE id = ?",
-    )
-    .bind(id.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    row.map(|r| {
-        Ok((
-            parse::<Status>("status", r.try_get("status")?)?,
-            r.try_get("client")?,
-            r.try_get("erased")?,
-        ))
-    })
-    .transpose()
-}
-
-async fn read_handoff(
-    tx: &mut sqlx::SqliteConnection,
-    id: &HandoffId,
-) -> Result<Handoff, StoreError> {
-    let sql = format!("SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-    handoff_from_row(&row)
+fn current(c: &Connection, id: &HandoffId) -> Result<Option<(Status, String, bool)>, StoreError> {
+    let row = c
+        .prepare_cached(
+            "SELECT status, client, personal_data_erased_at IS NOT NULL AS erased FROM handoffs WHERE id = ?1",
+        )?
+        .query_row([id.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?))
+        })
+        .optional()?;
+    row.map(|(status, client, erased)| Ok((parse::<Status>("status", &status)?, client, erased)))
+        .transpose()
 }
 
 /// Names the operator on the handoff's newest timeline entry (the one the
 /// action just recorded).
-async fn sign(
-    tx: &mut sqlx::SqliteConnection,
-    id: &HandoffId,
-    operator: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE timeline SET operator = ? WHERE id = (SELECT MAX(id) FROM timeline WHERE handoff_id = ?)",
-    )
-    .bind(operator)
-    .bind(id.as_str())
-    .execute(&mut *tx)
-    .await?;
+fn sign(c: &Connection, id: &HandoffId, operator: &str) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE timeline SET operator = ?1 WHERE id = (SELECT MAX(id) FROM timeline WHERE handoff_id = ?2)",
+    )?
+    .execute(params![operator, id.as_str()])?;
     Ok(())
 }
 
 /// Records an operator's action that changes no status.
-async fn annotate(
-    tx: &mut sqlx::SqliteConnection,
+fn annotate(
+    c: &Connection,
     id: &HandoffId,
     operator: &str,
     reason: &str,
@@ -99,8 +69,8 @@ async fn annotate(
         reason: Some(reason),
         raw: None,
     };
-    insert_timeline(tx, id, &entry, now).await?;
-    sign(tx, id, operator).await
+    insert_timeline(c, id, &entry, now)?;
+    sign(c, id, operator)
 }
 
 /// A status change an operator makes.
@@ -112,55 +82,172 @@ struct OperatorChange<'a> {
     format: BodyFormat,
 }
 
-/// Records an operator's status change, relayed, within `tx`.
-async fn operator_change(
-    tx: &mut sqlx::SqliteConnection,
+/// Records an operator's status change, relayed.
+fn operator_change(
+    c: &Connection,
     id: &HandoffId,
-    c: OperatorChange<'_>,
+    change: OperatorChange<'_>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let previous = move_handoff(tx, id, &[c.from], c.to, c.reason, now)
-        .await?
+    let previous = move_handoff(c, id, &[change.from], change.to, change.reason, now)?
         .ok_or_else(|| StoreError::Corrupt(format!("handoff {id} moved under a write lock")))?;
-    let change = Change {
-        status: c.to,
+    let recorded = Change {
+        status: change.to,
         source: Source::Operator,
         occurred_at: now,
-        reason: c.reason,
-        relay: Some((CallbackType::StatusChanged, c.format)),
+        reason: change.reason,
+        relay: Some((CallbackType::StatusChanged, change.format)),
     };
-    record_change(tx, id, previous, change, now).await?;
-    sign(tx, id, c.operator).await
+    record_change(c, id, previous, recorded, now)?;
+    sign(c, id, change.operator)
 }
 
-async fn read_callback(
-    tx: &mut sqlx::SqliteConnection,
+static SELECT_CALLBACK: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT * FROM {CALLBACKS} WHERE x.id = ?1"));
+
+fn read_callback(c: &Connection, id: &str) -> Result<Option<CallbackRecord>, StoreError> {
+    let mut select = c.prepare_cached(&SELECT_CALLBACK)?;
+    let mut rows = select.query([id])?;
+    rows.next()?.map(|row| callback_from_row(row)).transpose()
+}
+
+fn replay_failed_handoff(
+    c: &Connection,
+    id: &HandoffId,
+    operator: &str,
+    now: Timestamp,
+    formats: &HashMap<String, BodyFormat>,
+) -> Result<AdminOutcome, StoreError> {
+    let Some((status, client, erased)) = current(c, id)? else {
+        return Ok(AdminOutcome::NotFound);
+    };
+    if status != Status::Failed {
+        return Ok(AdminOutcome::Conflict(format!(
+            "the handoff is {status}; only a failed handoff can be replayed"
+        )));
+    }
+    if erased {
+        return Ok(AdminOutcome::Conflict(
+            "the handoff's personal data was erased; no postal order can be created for it".into(),
+        ));
+    }
+    let format = formats.get(&client).copied().unwrap_or_default();
+    let change = OperatorChange {
+        from: Status::Failed,
+        to: Status::Received,
+        reason: None,
+        operator,
+        format,
+    };
+    operator_change(c, id, change, now)?;
+    c.prepare_cached("UPDATE handoffs SET terminal_at = NULL WHERE id = ?1")?
+        .execute([id.as_str()])?;
+    // A fresh retry budget (its deadline restarts at the next attempt), and a
+    // lookup first: an earlier attempt may have made the order.
+    // `first_create_at` stays, so the lookup searches from that day.
+    c.prepare_cached(
+        "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, next_step, \
+         created_at, updated_at) VALUES (?1, 'create', 'pending', ?2, 'lookup', ?2, ?2) \
+         ON CONFLICT (handoff_id, operation, target) DO UPDATE SET state = 'pending', \
+         attempts = 0, first_attempt_at = NULL, next_step = 'lookup', refusal = NULL, \
+         attempt_started_at = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+         last_error = NULL, next_attempt_at = ?2, updated_at = ?2",
+    )?
+    .execute(params![id.as_str(), ms(now)])?;
+    Ok(AdminOutcome::Done(Box::new(read_handoff(c, id)?)))
+}
+
+fn resolve_partial(
+    c: &Connection,
+    id: &HandoffId,
+    resolution: Resolution,
+    note: Option<&str>,
+    operator: &str,
+    now: Timestamp,
+    formats: &HashMap<String, BodyFormat>,
+) -> Result<AdminOutcome, StoreError> {
+    let Some((status, client, _)) = current(c, id)? else {
+        return Ok(AdminOutcome::NotFound);
+    };
+    if status != Status::PartiallyDelivered {
+        return Ok(AdminOutcome::Conflict(format!(
+            "the handoff is {status}; only a partially_delivered handoff can be resolved"
+        )));
+    }
+    let format = formats.get(&client).copied().unwrap_or_default();
+    let change = OperatorChange {
+        from: Status::PartiallyDelivered,
+        to: resolution.status(),
+        reason: note,
+        operator,
+        format,
+    };
+    operator_change(c, id, change, now)?;
+    Ok(AdminOutcome::Done(Box::new(read_handoff(c, id)?)))
+}
+
+/// True when erased now; false when it was erased before.
+fn erase_personal_data(
+    c: &Connection,
+    id: &HandoffId,
+    operator: &str,
+    now: Timestamp,
+) -> Result<Option<(bool, Handoff)>, StoreError> {
+    let Some((_, _, erased)) = current(c, id)? else {
+        return Ok(None);
+    };
+    if !erased {
+        let tracking_number: Option<String> = c
+            .prepare_cached("SELECT tracking_number FROM handoffs WHERE id = ?1")?
+            .query_row([id.as_str()], |r| r.get(0))?;
+        c.prepare_cached(
+            "UPDATE handoffs SET details = NULL, personal_data_erased_at = ?1 WHERE id = ?2",
+        )?
+        .execute(params![ms(now), id.as_str()])?;
+        clear_stored_carrier_answers(c, id.as_str(), tracking_number.as_deref())?;
+        annotate(c, id, operator, "personal data erased", now)?;
+    }
+    Ok(Some((!erased, read_handoff(c, id)?)))
+}
+
+fn replay_callback(
+    c: &Connection,
     id: &str,
-) -> Result<Option<CallbackRecord>, StoreError> {
-    let sql = format!("SELECT * FROM {CALLBACKS} WHERE x.id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    row.as_ref().map(callback_from_row).transpose()
+    operator: &str,
+    now: Timestamp,
+) -> Result<CallbackReplay, StoreError> {
+    let Some(callback) = read_callback(c, id)? else {
+        return Ok(CallbackReplay::NotFound);
+    };
+    if callback.state != CallbackState::Dead {
+        return Ok(CallbackReplay::NotDead(callback.state));
+    }
+    requeue_dead(c, Some(id), now)?;
+    let reason = format!("callback {} replayed", callback.sequence);
+    annotate(c, &callback.handoff_id, operator, &reason, now)?;
+    let replayed = read_callback(c, id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("callback {id} vanished")))?;
+    Ok(CallbackReplay::Replayed(Box::new(replayed)))
 }
 
-/// Puts dead callbacks (one, or all) back to pending with a fresh retry
-/// budget, inside `tx` (also `Store::replay_dead_callbacks`).
-pub(super) async fn requeue_dead(
-    tx: &mut sqlx::SqliteConnection,
-    id: Option<&str>,
+fn replay_dead_callbacks_by(
+    c: &Connection,
+    operator: &str,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let n = sqlx::query(
-        "UPDATE callbacks SET state = 'pending', attempts = 0, next_attempt_at = ?1, head_since = ?1, \
-         lease_owner = NULL, lease_expires_at = NULL WHERE state = 'dead' AND (?2 IS NULL OR id = ?2)",
-    )
-    .bind(ms(now))
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let dead: Vec<(String, i64)> = c
+        .prepare_cached(
+            "SELECT handoff_id, sequence FROM callbacks WHERE state = 'dead' ORDER BY handoff_id, sequence",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let n = requeue_dead(c, None, now)?;
+    for (handoff_id, sequence) in &dead {
+        let handoff_id = HandoffId::parse(handoff_id)
+            .ok_or_else(|| StoreError::Corrupt(format!("id {handoff_id:?}")))?;
+        let reason = format!("callback {sequence} replayed");
+        annotate(c, &handoff_id, operator, &reason, now)?;
+    }
     Ok(n)
 }
 
@@ -174,54 +261,15 @@ impl AdminStore for SqliteStore {
         now: Timestamp,
         formats: &HashMap<String, BodyFormat>,
     ) -> Result<AdminOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lock_for_write(&mut tx).await?;
-        let Some((status, client, erased)) = current(&mut tx, id).await? else {
-            return Ok(AdminOutcome::NotFound);
-        };
-        if status != Status::Failed {
-            return Ok(AdminOutcome::Conflict(format!(
-                "the handoff is {status}; only a failed handoff can be replayed"
-            )));
-        }
-        if erased {
-            return Ok(AdminOutcome::Conflict(
-                "the handoff's personal data was erased; no postal order can be created for it"
-                    .into(),
-            ));
-        }
-        let format = formats.get(&client).copied().unwrap_or_default();
-        let change = OperatorChange {
-            from: Status::Failed,
-            to: Status::Received,
-            reason: None,
-            operator,
-            format,
-        };
-        operator_change(&mut tx, id, change, now).await?;
-        sqlx::query("UPDATE handoffs SET terminal_at = NULL WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&mut *tx)
+        let (id, operator, formats) = (id.clone(), operator.to_owned(), formats.clone());
+        let outcome = self
+            .writer
+            .run(move |c| replay_failed_handoff(c, &id, &operator, now, &formats))
             .await?;
-        // A fresh retry budget (its deadline restarts at the next attempt),
-        // and a lookup first: an earlier attempt may have made the order.
-        // `first_create_at` stays, so the lookup searches from that day.
-        sqlx::query(
-            "INSERT INTO postal_jobs (handoff_id, operation, state, next_attempt_at, next_step, \
-             created_at, updated_at) VALUES (?1, 'create', 'pending', ?2, 'lookup', ?2, ?2) \
-             ON CONFLICT (handoff_id, operation, target) DO UPDATE SET state = 'pending', \
-             attempts = 0, first_attempt_at = NULL, next_step = 'lookup', refusal = NULL, \
-             attempt_started_at = NULL, lease_owner = NULL, lease_expires_at = NULL, \
-             last_error = NULL, next_attempt_at = ?2, updated_at = ?2",
-        )
-        .bind(id.as_str())
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await?;
-        let handoff = read_handoff(&mut tx, id).await?;
-        tx.commit().await?;
-        tracing::info!("failed handoff replayed by an operator");
-        Ok(AdminOutcome::Done(Box::new(handoff)))
+        if matches!(outcome, AdminOutcome::Done(_)) {
+            tracing::info!("failed handoff replayed by an operator");
+        }
+        Ok(outcome)
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %id))]
@@ -234,29 +282,26 @@ impl AdminStore for SqliteStore {
         now: Timestamp,
         formats: &HashMap<String, BodyFormat>,
     ) -> Result<AdminOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lock_for_write(&mut tx).await?;
-        let Some((status, client, _)) = current(&mut tx, id).await? else {
-            return Ok(AdminOutcome::NotFound);
-        };
-        if status != Status::PartiallyDelivered {
-            return Ok(AdminOutcome::Conflict(format!(
-                "the handoff is {status}; only a partially_delivered handoff can be resolved"
-            )));
+        let (id, operator, formats) = (id.clone(), operator.to_owned(), formats.clone());
+        let note = note.map(str::to_owned);
+        let outcome = self
+            .writer
+            .run(move |c| {
+                resolve_partial(
+                    c,
+                    &id,
+                    resolution,
+                    note.as_deref(),
+                    &operator,
+                    now,
+                    &formats,
+                )
+            })
+            .await?;
+        if matches!(outcome, AdminOutcome::Done(_)) {
+            tracing::info!(status = %resolution.status(), "partial delivery resolved by an operator");
         }
-        let format = formats.get(&client).copied().unwrap_or_default();
-        let change = OperatorChange {
-            from: Status::PartiallyDelivered,
-            to: resolution.status(),
-            reason: note,
-            operator,
-            format,
-        };
-        operator_change(&mut tx, id, change, now).await?;
-        let handoff = read_handoff(&mut tx, id).await?;
-        tx.commit().await?;
-        tracing::info!(status = %resolution.status(), "partial delivery resolved by an operator");
-        Ok(AdminOutcome::Done(Box::new(handoff)))
+        Ok(outcome)
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %id))]
@@ -266,32 +311,20 @@ impl AdminStore for SqliteStore {
         operator: &str,
         now: Timestamp,
     ) -> Result<AdminOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lock_for_write(&mut tx).await?;
-        let Some((_, _, erased)) = current(&mut tx, id).await? else {
-            return Ok(AdminOutcome::NotFound);
-        };
-        if !erased {
-            let tracking_number: Option<String> =
-                sqlx::query_scalar("SELECT tracking_number FROM handoffs WHERE id = ?")
-                    .bind(id.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
-            sqlx::query(
-                "UPDATE handoffs SET details = NULL, personal_data_erased_at = ? WHERE id = ?",
-            )
-            .bind(ms(now))
-            .bind(id.as_str())
-            .execute(&mut *tx)
+        let (id, operator) = (id.clone(), operator.to_owned());
+        let erased = self
+            .writer
+            .run(move |c| erase_personal_data(c, &id, &operator, now))
             .await?;
-            super::clear_stored_carrier_answers(&mut tx, id.as_str(), tracking_number.as_deref())
-                .await?;
-            annotate(&mut tx, id, operator, "personal data erased", now).await?;
-            tracing::info!("personal data erased by an operator");
-        }
-        let handoff = read_handoff(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(AdminOutcome::Done(Box::new(handoff)))
+        Ok(match erased {
+            None => AdminOutcome::NotFound,
+            Some((now_erased, handoff)) => {
+                if now_erased {
+                    tracing::info!("personal data erased by an operator");
+                }
+                AdminOutcome::Done(Box::new(handoff))
+            }
+        })
     }
 
     async fn list_callbacks(
@@ -323,8 +356,11 @@ impl AdminStore for SqliteStore {
     }
 
     async fn callback(&self, id: &str) -> Result<Option<CallbackRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        read_callback(&mut conn, id).await
+        let row = sqlx::query(sqlx::AssertSqlSafe(SELECT_CALLBACK.as_str()))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(callback_from_row).transpose()
     }
 
     #[tracing::instrument(skip_all)]
@@ -334,22 +370,10 @@ impl AdminStore for SqliteStore {
         operator: &str,
         now: Timestamp,
     ) -> Result<CallbackReplay, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lock_for_write(&mut tx).await?;
-        let Some(callback) = read_callback(&mut tx, id).await? else {
-            return Ok(CallbackReplay::NotFound);
-        };
-        if callback.state != CallbackState::Dead {
-            return Ok(CallbackReplay::NotDead(callback.state));
-        }
-        requeue_dead(&mut tx, Some(id), now).await?;
-        let reason = format!("callback {} replayed", callback.sequence);
-        annotate(&mut tx, &callback.handoff_id, operator, &reason, now).await?;
-        let replayed = read_callback(&mut tx, id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("callback {id} vanished")))?;
-        tx.commit().await?;
-        Ok(CallbackReplay::Replayed(Box::new(replayed)))
+        let (id, operator) = (id.to_owned(), operator.to_owned());
+        self.writer
+            .run(move |c| replay_callback(c, &id, &operator, now))
+            .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -358,23 +382,11 @@ impl AdminStore for SqliteStore {
         operator: &str,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lock_for_write(&mut tx).await?;
-        let dead = sqlx::query(
-            "SELECT handoff_id, sequence FROM callbacks WHERE state = 'dead' ORDER BY handoff_id, sequence",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let n = requeue_dead(&mut tx, None, now).await?;
-        for row in &dead {
-            let handoff_id: String = row.try_get("handoff_id")?;
-            let handoff_id = HandoffId::parse(&handoff_id)
-                .ok_or_else(|| StoreError::Corrupt(format!("id {handoff_id:?}")))?;
-            let sequence: i64 = row.try_get("sequence")?;
-            let reason = format!("callback {sequence} replayed");
-            annotate(&mut tx, &handoff_id, operator, &reason, now).await?;
-        }
-        tx.commit().await?;
+        let operator = operator.to_owned();
+        let n = self
+            .writer
+            .run(move |c| replay_dead_callbacks_by(c, &operator, now))
+            .await?;
         tracing::info!(replayed = n, "dead callbacks replayed by an operator");
         Ok(n)
     }

@@ -1,30 +1,17 @@
-//! The SQLite writer of intake groups (see `store::group`).
-//!
-//! A thread of its own owns a read-write connection (rusqlite, the same
-//! bundled SQLite as sqlx's), takes every request queued when the previous
-//! commit ended, writes them in one `BEGIN IMMEDIATE … COMMIT` with cached
-//! prepared statements and answers each request after the commit. No tokio
-//! task waits on a statement: through sqlx, each statement was a round trip
-//! to the connection's thread (docs/benchmarks.md).
-//!
-//! The fast path writes the whole group in its transaction, without
-//! savepoints (whose statement journal copied every page the group touched).
-//! If a statement fails, the transaction is rolled back and the group is
-//! written again one request per savepoint, so one request's failure fails
-//! that request alone.
+//! Intake requests as the SQLite writer (`writer`) writes them: the first
+//! request of each `(client, request_id)` of a group inserted, in order,
+//! without savepoints; on the slow path one request per savepoint; then the
+//! stored handoff of every request that was not inserted.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::LazyLock;
 
-use rusqlite::{CachedStatement, Connection, OpenFlags, Transaction, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, OpenFlags, Transaction, params};
 
 use super::{BUSY_TIMEOUT, CONNECTION_PRAGMAS, HANDOFF_COLUMNS, handoff_from_row};
-use crate::store::group::{
-    Existing, IntakeQueue, IntakeReceiver, MAX_GROUP, Pending, Slot, answer, firsts, not_inserted,
-    outcomes, slots,
-};
-use crate::store::{CreateOutcome, StoreError, ms};
+use crate::store::group::{Existing, Pending, Slot, firsts, not_inserted, slots};
+use crate::store::{StoreError, ms};
 
 const INSERT_HANDOFF: &str = "INSERT INTO handoffs (id, client, request_id, request_sha256, kind, dossier_code, \
      agency_code, status, cod_amount_vnd, details, due_at, created_at, updated_at) \
@@ -42,18 +29,6 @@ static SELECT_EXISTING: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Opens the writer's connection (the schema is migrated already) and starts
-/// its thread; the thread ends once the queue is dropped and empty.
-pub(super) fn start(db: &Path) -> Result<IntakeQueue, StoreError> {
-    let conn = open_writer(db)?;
-    let (queue, rx) = IntakeQueue::channel();
-    std::thread::Builder::new()
-        .name("bcci-sqlite-intake".into())
-        .spawn(move || run(conn, rx))
-        .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-    Ok(queue)
-}
-
 /// A read-write connection with the settings of every connection of the
 /// store (`CONNECTION_PRAGMAS`).
 pub(super) fn open_writer(db: &Path) -> rusqlite::Result<Connection> {
@@ -65,55 +40,12 @@ pub(super) fn open_writer(db: &Path) -> rusqlite::Result<Connection> {
     for (name, value) in CONNECTION_PRAGMAS {
         conn.pragma_update(None, name, value)?;
     }
-    conn.set_prepared_statement_cache_capacity(16);
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
-fn run(mut conn: Connection, mut rx: IntakeReceiver) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = rx.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP
-            && let Ok(next) = rx.try_recv()
-        {
-            group.push(next);
-        }
-        let written = write_group(&mut conn, &group);
-        answer(&mut group, written);
-    }
-}
-
-fn write_group(
-    conn: &mut Connection,
-    group: &[Pending],
-) -> Result<Vec<Result<CreateOutcome, StoreError>>, StoreError> {
-    let failure = {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        match insert_group(&tx, group) {
-            Ok(slots) => return commit(tx, group, slots),
-            // Dropping the transaction rolls it back.
-            Err(e) => e,
-        }
-    };
-    tracing::warn!(error = %failure, size = group.len(), "intake group written one by one");
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let slots = group.iter().map(|p| insert_one(&mut tx, p)).collect();
-    commit(tx, group, slots)
-}
-
-/// Reads what the requests not inserted find, commits, and answers each.
-fn commit(
-    tx: Transaction<'_>,
-    group: &[Pending],
-    slots: Vec<Slot>,
-) -> Result<Vec<Result<CreateOutcome, StoreError>>, StoreError> {
-    let existing = read_existing(&tx, group, &slots)?;
-    tx.commit()?;
-    Ok(outcomes(group, slots, &existing))
-}
-
 /// The fast path: the first request of each key inserted, in order.
-fn insert_group(tx: &Transaction<'_>, group: &[Pending]) -> Result<Vec<Slot>, StoreError> {
+pub(super) fn insert_group(tx: &Connection, group: &[Pending]) -> Result<Vec<Slot>, StoreError> {
     let mut handoff = tx.prepare_cached(INSERT_HANDOFF)?;
     let mut job = tx.prepare_cached(INSERT_JOB)?;
     let mut created = HashSet::with_capacity(group.len());
@@ -154,7 +86,7 @@ fn insert(
 }
 
 /// The slow path: one request in its own savepoint.
-fn insert_one(tx: &mut Transaction<'_>, p: &Pending) -> Slot {
+pub(super) fn insert_one(tx: &mut Transaction<'_>, p: &Pending) -> Slot {
     insert_alone(tx, p).unwrap_or_else(Slot::Failed)
 }
 
@@ -176,8 +108,8 @@ fn insert_alone(tx: &mut Transaction<'_>, p: &Pending) -> Result<Slot, StoreErro
 
 /// Reads, in the group's transaction, the stored handoff of every request
 /// that was not inserted.
-fn read_existing(
-    tx: &Transaction<'_>,
+pub(super) fn read_existing(
+    tx: &Connection,
     group: &[Pending],
     slots: &[Slot],
 ) -> Result<Existing, StoreError> {
@@ -204,9 +136,8 @@ pub(super) mod tests {
     use crate::config::StoreSettings;
     use crate::domain::request::Origin;
     use crate::domain::{HandoffId, HandoffRequest, RequestRules};
-    use crate::store::NewHandoff;
-    use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
+    use crate::store::{CreateOutcome, NewHandoff, Store};
     use sqlx::{Connection as _, SqliteConnection};
 
     fn request(request_id: &str, dossier_code: &str) -> HandoffRequest {
@@ -239,6 +170,13 @@ pub(super) mod tests {
             request,
             now,
         }
+    }
+
+    fn write_group(
+        conn: &mut Connection,
+        group: &[Pending],
+    ) -> Result<Vec<Result<CreateOutcome, StoreError>>, StoreError> {
+        Ok(crate::store::sqlite::writer::write(conn, group, &mut [])?.0)
     }
 
     fn pending(new: NewHandoff) -> Pending {

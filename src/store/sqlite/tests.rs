@@ -8,7 +8,8 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::{CLAIM_CALLBACKS, EVENT_HANDOFF, SqliteStore};
+use super::SqliteStore;
+use super::writes::{CLAIM_CALLBACKS, EVENT_HANDOFF};
 use crate::config::StoreSettings;
 use crate::domain::HandoffId;
 use crate::store::{HandoffKey, Store, ms};
