@@ -11,7 +11,7 @@ pub const STATS_CSV_HEADER: &str = "client,agency_code,kind,created,delivered,re
 
 /// A handoff as the intake API shows it, with the client that created it.
 pub fn handoff(h: &Handoff, timeline: Option<&[TimelineEntry]>) -> Value {
-    let Value::Object(fields) = crate::intake::wire::handoff(h, timeline) else {
+    let Value::Object(fields) = crate::intake::wire::handoff_value(h, timeline) else {
         unreachable!("a handoff document is an object");
     };
     let mut doc = Map::new();

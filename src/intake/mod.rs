@@ -15,10 +15,11 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 
 use crate::clock::Clock;
-use crate::domain::{HandoffId, RequestRules};
+use crate::domain::{Handoff, HandoffId, RequestRules, TimelineEntry};
 use crate::lifecycle::Lifecycle;
 use crate::store::{CreateOutcome, HandoffFilter, NewHandoff, SharedStore, StoreError};
 use crate::telemetry::Metrics;
@@ -69,13 +70,19 @@ pub fn request_id(headers: &HeaderMap) -> String {
 }
 
 /// An answer in the negotiated format.
-fn answer(status: StatusCode, format: Format, root: &str, doc: &Value) -> Response {
+fn answer(status: StatusCode, format: Format, root: &str, doc: &impl Serialize) -> Response {
     let (content_type, body) = match format {
-        Format::Json => ("application/json", doc.to_string()),
-        Format::Xml => (
-            "application/xml",
-            xml::write_document(root, doc, wire::xml_item_name),
+        Format::Json => (
+            "application/json",
+            serde_json::to_vec(doc).expect("an answer document is plain data"),
         ),
+        Format::Xml => {
+            let doc = serde_json::to_value(doc).expect("an answer document is plain data");
+            (
+                "application/xml",
+                xml::write_document(root, &doc, wire::xml_item_name).into_bytes(),
+            )
+        }
     };
     let mut response = (status, body).into_response();
     response
@@ -156,8 +163,10 @@ async fn create_handoff(State(state): State<Arc<IntakeState>>, request: Request)
     let mut kind_label = "unknown";
     let result = create(&state, &parts.headers, body, &mut kind_label).await;
     let (outcome, response) = match result {
-        Ok(Created::New(doc, id)) => {
+        Ok(Created::New(handoff)) => {
+            let id = &handoff.id;
             tracing::Span::current().record("handoff_id", id.as_str());
+            let doc = wire::handoff(&handoff, Some(&[]));
             let mut r = answer(StatusCode::ACCEPTED, reply_format, "handoff", &doc);
             let location = format!("/v1/handoffs/{id}");
             r.headers_mut().insert(
@@ -166,9 +175,14 @@ async fn create_handoff(State(state): State<Arc<IntakeState>>, request: Request)
             );
             ("accepted", r)
         }
-        Ok(Created::Again(doc)) => (
+        Ok(Created::Again(handoff, timeline)) => (
             "duplicate",
-            answer(StatusCode::OK, reply_format, "handoff", &doc),
+            answer(
+                StatusCode::OK,
+                reply_format,
+                "handoff",
+                &wire::handoff(&handoff, Some(&timeline)),
+            ),
         ),
         Err(problem) => (problem.kind.outcome(), problem.render(&instance, as_xml)),
     };
@@ -178,8 +192,8 @@ async fn create_handoff(State(state): State<Arc<IntakeState>>, request: Request)
 }
 
 enum Created {
-    New(Value, HandoffId),
-    Again(Value),
+    New(Handoff),
+    Again(Handoff, Vec<TimelineEntry>),
 }
 
 async fn create(
@@ -224,10 +238,7 @@ async fn create(
         now,
     };
     match state.store.create_handoff(new).await {
-        Ok(CreateOutcome::Created(handoff)) => {
-            let id = handoff.id.clone();
-            Ok(Created::New(wire::handoff(&handoff, Some(&[])), id))
-        }
+        Ok(CreateOutcome::Created(handoff)) => Ok(Created::New(handoff)),
         Ok(CreateOutcome::Existing {
             handoff,
             same_request: true,
@@ -237,7 +248,7 @@ async fn create(
                 .timeline(&handoff.id)
                 .await
                 .map_err(|e| state.store_problem(e))?;
-            Ok(Created::Again(wire::handoff(&handoff, Some(&timeline))))
+            Ok(Created::Again(handoff, timeline))
         }
         Ok(CreateOutcome::Existing {
             same_request: false,
@@ -273,7 +284,7 @@ async fn read_handoff(
             .timeline(&id)
             .await
             .map_err(|e| state.store_problem(e))?;
-        Ok::<_, Problem>(wire::handoff(&handoff, Some(&timeline)))
+        Ok::<_, Problem>(wire::handoff_value(&handoff, Some(&timeline)))
     }
     .await;
     match result {
@@ -308,7 +319,7 @@ async fn cancel_handoff(
                     .timeline(&id)
                     .await
                     .map_err(|e| state.store_problem(e))?;
-                Ok(wire::handoff(&handoff, Some(&timeline)))
+                Ok(wire::handoff_value(&handoff, Some(&timeline)))
             }
             CancelRequest::NotAllowed(handoff) => Err(Problem::new(
                 ProblemKind::Conflict,
@@ -428,7 +439,7 @@ async fn list_handoffs(
     .await;
     match result {
         Ok(page) => {
-            let items: Vec<Value> = page.items.iter().map(|h| wire::handoff(h, None)).collect();
+            let items: Vec<_> = page.items.iter().map(|h| wire::handoff(h, None)).collect();
             match format {
                 Format::Json => answer(
                     StatusCode::OK,
