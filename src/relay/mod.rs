@@ -23,7 +23,7 @@ use signature::SigningKey;
 pub const WORKERS: usize = 8;
 /// Callbacks a worker claims at once (each the head of its handoff's queue,
 /// so never two of one handoff).
-const BATCH: u32 = 8;
+const BATCH: u32 = 32;
 
 /// Where a client's callbacks go.
 #[derive(Debug, Clone)]
