@@ -963,11 +963,12 @@ async fn end_to_end(args: &Args) -> anyhow::Result<()> {
     let cpu = Cpu::between(before, cpu_sample(Some(gw.pid())));
     let finals = receiver.finals.load(Ordering::Relaxed);
     let (_, hwm) = rss(gw.pid());
+    let writes = store_writes(ports.admin, finals, "per handoff, intake included").await;
     row(
         args,
         "end to end (intake → order → 8 statuses → final callback)",
         &format!(
-            "**{:.0} handoffs/s** ({finals} of {} final callbacks in {:.1} s; intake done in {:.1} s; {} callbacks, {} webhook posts; CPU per handoff: {:.0} µs, of which the gateway {:.0} µs)",
+            "**{:.0} handoffs/s** ({finals} of {} final callbacks in {:.1} s; intake done in {:.1} s; {} callbacks, {} webhook posts; CPU per handoff: {:.0} µs, of which the gateway {:.0} µs{writes})",
             finals as f64 / elapsed.as_secs_f64(),
             submitted.accepted,
             elapsed.as_secs_f64(),
@@ -985,6 +986,39 @@ async fn end_to_end(args: &Args) -> anyhow::Result<()> {
     sim.shutdown().await;
     store.drop_database().await?;
     Ok(())
+}
+
+/// What the store wrote per handoff, from the gateway's `bcci_store_*`
+/// counters (exported every 5 s, so read after one more export): "" where
+/// the store does not count them (PostgreSQL).
+async fn store_writes(admin: u16, items: u64, per_what: &str) -> String {
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let url = format!("http://127.0.0.1:{admin}/metrics");
+    let Ok(text) = async { reqwest::get(&url).await?.text().await }.await else {
+        return String::new();
+    };
+    let total = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let commits = total("bcci_store_commits_total");
+    if commits == 0.0 || items == 0 {
+        return String::new();
+    }
+    let per = |v: f64| v / items as f64;
+    format!(
+        "; {per_what}: {:.1} statements, {:.2} commits, {:.1} KiB of WAL",
+        per(total("bcci_store_statements_total")),
+        per(commits),
+        per(total("bcci_store_wal_bytes_total")) / 1024.0,
+    )
 }
 
 /// `n` handoffs accepted while Vietnam Post is unreachable (gateway without
@@ -1044,11 +1078,12 @@ async fn backlog(args: &Args, n: usize) -> anyhow::Result<()> {
     let (now, peak) = rss(gw.pid());
     let created = sim.stats().orders_created;
     let from = first.unwrap_or(started);
+    let writes = store_writes(ports.admin, created, "per order, the drain alone").await;
     row(
         args,
         &format!("backlog of {n}: drain after restart"),
         &format!(
-            "**{:.0} orders/s** ({created} of {} orders in {:.1} s; accepted at {:.0}/s while Vietnam Post was down; {} callbacks delivered meanwhile; CPU per order: {:.0} µs, of which the gateway {:.0} µs)",
+            "**{:.0} orders/s** ({created} of {} orders in {:.1} s; accepted at {:.0}/s while Vietnam Post was down; {} callbacks delivered meanwhile; CPU per order: {:.0} µs, of which the gateway {:.0} µs{writes})",
             created as f64 / done.duration_since(from).as_secs_f64(),
             filled.accepted,
             done.duration_since(from).as_secs_f64(),

@@ -380,6 +380,8 @@ async fn export_store_gauges(
             .calendar_last_day
             .set(z.timestamp().as_second() as f64);
     }
+    // The store's write totals already exported.
+    let mut written = crate::store::WriteStats::default();
     while !lifecycle.is_draining() {
         let now = clock.now();
         metrics
@@ -424,6 +426,18 @@ async fn export_store_gauges(
                 metrics.cod_unsettled.set(n as i64);
             }
             Err(e) => tracing::warn!(error = %e, "counting unsettled COD failed"),
+        }
+        if let Some(now_stats) = store.write_stats() {
+            metrics
+                .store_commits
+                .inc_by(now_stats.commits.saturating_sub(written.commits));
+            metrics
+                .store_statements
+                .inc_by(now_stats.statements.saturating_sub(written.statements));
+            metrics
+                .store_wal_bytes
+                .inc_by(now_stats.wal_bytes.saturating_sub(written.wal_bytes));
+            written = now_stats;
         }
         if let Ok(counts) = store.handoff_counts().await {
             // Every known label set stays exported: a status nobody holds is 0.

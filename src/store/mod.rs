@@ -561,8 +561,25 @@ pub trait Store: AdminStore + Send + Sync + 'static {
     /// job next treats it as ambiguous and looks the order up first.
     async fn release_leases(&self, owners: &[&str]) -> Result<u64, StoreError>;
 
+    /// What the store has written so far, where it counts it (the SQLite
+    /// writer); `bcci_store_*_total` and the benchmark read it.
+    fn write_stats(&self) -> Option<WriteStats> {
+        None
+    }
+
     /// Releases what this process holds (connections, locks) before exit.
     async fn close(&self);
+}
+
+/// Totals of a store's writing since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Statements run (those of triggers included).
+    pub statements: u64,
+    /// Bytes appended to the write-ahead log.
+    pub wal_bytes: u64,
 }
 
 /// A shared store handle.

@@ -132,6 +132,9 @@ pub struct Metrics {
     pub office_open: Gauge,
     pub calendar_last_day: Gauge<f64, AtomicU64>,
     pub cod_unsettled: Gauge,
+    pub store_commits: Counter,
+    pub store_statements: Counter,
+    pub store_wal_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -352,6 +355,25 @@ impl Metrics {
             "Delivered COD returns still waiting for Vietnam Post's code 21 past postal.cod_settle_days",
             cod_unsettled.clone(),
         );
+        let store_commits = Counter::default();
+        registry.register(
+            "store_commits",
+            "Transactions the store's writer committed (SQLite)",
+            store_commits.clone(),
+        );
+        let store_statements = Counter::default();
+        registry.register(
+            "store_statements",
+            "Statements the store's writer ran, those of triggers included (SQLite)",
+            store_statements.clone(),
+        );
+        let store_wal_bytes = Counter::default();
+        registry.register_with_unit(
+            "store_wal",
+            "Bytes appended to the write-ahead log, as the checkpointer saw it grow (SQLite; a lower bound)",
+            Unit::Bytes,
+            store_wal_bytes.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -369,6 +391,9 @@ impl Metrics {
         let metrics = Self {
             registry: root,
             cod_unsettled,
+            store_commits,
+            store_statements,
+            store_wal_bytes,
             sla_breaches,
             leg_duration,
             office_open,

@@ -138,6 +138,9 @@ async fn every_family_is_exported_from_the_first_scrape_and_answers_are_counted_
     }
     for family in [
         "bcci_office_open",
+        "bcci_store_commits_total",
+        "bcci_store_statements_total",
+        "bcci_store_wal_bytes_total",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
         "process_open_fds",

@@ -10,6 +10,8 @@
 //! task has a connection of its own, so the store's connection is never
 //! held by a checkpoint.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::{Connection, SqliteConnection};
@@ -21,8 +23,16 @@ const INTERVAL: Duration = Duration::from_millis(100);
 const RESTART_PAGES: i64 = 65_536;
 
 /// Starts the checkpoint task on `conn`; it stops when `stop` is cancelled.
-pub(super) fn start(mut conn: SqliteConnection, stop: CancellationToken) {
+/// It adds to `wal_pages` the pages the log grew by since its last look (a
+/// restart empties the log, so what was written after that look and before
+/// the restart goes uncounted: the figure is a lower bound).
+pub(super) fn start(
+    mut conn: SqliteConnection,
+    stop: CancellationToken,
+    wal_pages: Arc<AtomicU64>,
+) {
     tokio::spawn(async move {
+        let mut seen = 0;
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -31,13 +41,18 @@ pub(super) fn start(mut conn: SqliteConnection, stop: CancellationToken) {
                 _ = tick.tick() => {}
             }
             match checkpoint(&mut conn, "PRAGMA wal_checkpoint(PASSIVE)").await {
-                Ok(log) if log > RESTART_PAGES => {
-                    tracing::info!(wal_pages = log, "restarting a long WAL");
-                    if let Err(e) = checkpoint(&mut conn, "PRAGMA wal_checkpoint(RESTART)").await {
-                        tracing::warn!(error = %e, "WAL restart failed");
+                Ok(log) => {
+                    let grown = if log >= seen { log - seen } else { log };
+                    wal_pages.fetch_add(grown.max(0) as u64, Ordering::Relaxed);
+                    seen = log;
+                    if log > RESTART_PAGES {
+                        tracing::info!(wal_pages = log, "restarting a long WAL");
+                        match checkpoint(&mut conn, "PRAGMA wal_checkpoint(RESTART)").await {
+                            Ok(_) => seen = 0,
+                            Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
+                        }
                     }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
             }
         }

@@ -40,6 +40,11 @@ const CONNECTION_PRAGMAS: &[(&str, &str)] = &[
     ("wal_autocheckpoint", "0"),
 ];
 
+/// The store's page size (SQLite's default) and the header of each WAL
+/// frame, which holds one page.
+const PAGE_SIZE: u64 = 4096;
+const WAL_FRAME_HEADER: u64 = 24;
+
 /// How long a connection waits for SQLite's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -50,6 +55,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The one writer: every write, on a connection of its own.
     writer: Writer,
+    /// WAL pages written, as the checkpoint task saw the log grow.
+    wal_pages: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Stops the checkpoint task when the store goes.
     _checkpoints: tokio_util::sync::DropGuard,
     /// Held for the life of the store: the OS lock that keeps a second process out.
@@ -97,13 +104,16 @@ impl SqliteStore {
             .await?;
         let writer = Writer::start(&path)?;
         let checkpoints = tokio_util::sync::CancellationToken::new();
+        let wal_pages = std::sync::Arc::default();
         checkpoint::start(
             <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await?,
             checkpoints.clone(),
+            std::sync::Arc::clone(&wal_pages),
         );
         Ok(Self {
             pool,
             writer,
+            wal_pages,
             _checkpoints: checkpoints.drop_guard(),
             _lock: lock,
         })
@@ -550,6 +560,15 @@ impl Store for SqliteStore {
                 Ok(released)
             })
             .await
+    }
+
+    fn write_stats(&self) -> Option<super::WriteStats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        Some(super::WriteStats {
+            commits: self.writer.commits(),
+            statements: group::STATEMENTS.load(Relaxed),
+            wal_bytes: self.wal_pages.load(Relaxed) * (PAGE_SIZE + WAL_FRAME_HEADER),
+        })
     }
 
     async fn close(&self) {
