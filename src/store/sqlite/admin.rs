@@ -108,7 +108,7 @@ static SELECT_CALLBACK: LazyLock<String> =
 fn read_callback(c: &Connection, id: &str) -> Result<Option<CallbackRecord>, StoreError> {
     let mut select = c.prepare_cached(&SELECT_CALLBACK)?;
     let mut rows = select.query([id])?;
-    rows.next()?.map(|row| callback_from_row(row)).transpose()
+    rows.next()?.map(callback_from_row).transpose()
 }
 
 fn replay_failed_handoff(

@@ -75,7 +75,7 @@ where
 }
 
 enum Command {
-    Intake(Pending),
+    Intake(Box<Pending>),
     Unit(Box<dyn Unit>),
 }
 
@@ -104,7 +104,7 @@ impl Writer {
     /// Records the handoff in the next group; answers once it is committed.
     pub(super) async fn create(&self, new: NewHandoff) -> Result<CreateOutcome, StoreError> {
         let (pending, answer) = Pending::new(new)?;
-        self.send(Command::Intake(pending)).await?;
+        self.send(Command::Intake(Box::new(pending))).await?;
         answer
             .await
             .map_err(|_| StoreError::gone("the store's writer dropped a request"))?
@@ -149,7 +149,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, commits: &AtomicU6
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
-                Command::Intake(p) => intakes.push(p),
+                Command::Intake(p) => intakes.push(*p),
                 Command::Unit(u) => units.push(u),
             }
             if intakes.len() + units.len() < MAX_GROUP {
