@@ -368,10 +368,9 @@ impl Metrics {
             store_statements.clone(),
         );
         let store_wal_bytes = Counter::default();
-        registry.register_with_unit(
-            "store_wal",
+        registry.register(
+            "store_wal_bytes",
             "Bytes appended to the write-ahead log, as the checkpointer saw it grow (SQLite; a lower bound)",
-            Unit::Bytes,
             store_wal_bytes.clone(),
         );
         let http_requests = Family::<HttpLabels, Counter>::default();
