@@ -53,6 +53,33 @@ pub enum AdminOutcome {
     Conflict(String),
 }
 
+impl AdminOutcome {
+    /// Why a handoff in `status` cannot be replayed (only a failed one can,
+    /// and only while its personal data is kept), or `None` when it can.
+    pub(super) fn replay_refused(status: Status, erased: bool) -> Option<Self> {
+        if status != Status::Failed {
+            return Some(Self::Conflict(format!(
+                "the handoff is {status}; only a failed handoff can be replayed"
+            )));
+        }
+        erased.then(|| {
+            Self::Conflict(
+                "the handoff's personal data was erased; no postal order can be created for it"
+                    .into(),
+            )
+        })
+    }
+
+    /// Why a handoff in `status` cannot be resolved, or `None` when it can.
+    pub(super) fn resolve_refused(status: Status) -> Option<Self> {
+        (status != Status::PartiallyDelivered).then(|| {
+            Self::Conflict(format!(
+                "the handoff is {status}; only a partially_delivered handoff can be resolved"
+            ))
+        })
+    }
+}
+
 /// Where a callback stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackState {

@@ -155,6 +155,15 @@ pub struct PostalJob {
     pub request: Option<HandoffRequest>,
 }
 
+impl PostalJob {
+    /// Whether this attempt calls Vietnam Post's create: its start stays
+    /// marked until its outcome is committed (the ambiguity marker).
+    pub fn calls_create(&self) -> bool {
+        self.operation == PostalOperation::Create
+            && matches!(self.step, CreateStep::Call | CreateStep::CallAfterLookup)
+    }
+}
+
 /// How a postal job ended this time, committed with its effects.
 #[derive(Debug, Clone)]
 pub enum PostalOutcome {

@@ -10,9 +10,10 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::admin::{CallbackRecord, CallbackState};
-use super::{NewHandoff, PostalJob, PostalOutcome, StoreError, from_ms, ms};
+use super::{IncomingCarrierEvent, NewHandoff, PostalJob, PostalOutcome, StoreError, from_ms, ms};
 use crate::domain::callback::{BodyFormat, CallbackEvent, CallbackType};
 use crate::domain::state_machine;
+use crate::domain::state_machine::Relay;
 use crate::domain::time::vietnam;
 use crate::domain::{
     CarrierInfo, CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry,
@@ -265,7 +266,35 @@ pub(super) struct CallbackDraft<'a> {
     pub cod: Option<crate::domain::callback::CodSettlement>,
 }
 
-impl CallbackDraft<'_> {
+impl<'a> CallbackDraft<'a> {
+    /// The callback a carrier event's verdict asks for (`relay`); `cod` is
+    /// what a COD settlement reports.
+    pub(super) fn relayed(
+        relay: &Relay,
+        incoming: &'a IncomingCarrierEvent,
+        cod: crate::domain::callback::CodSettlement,
+    ) -> Self {
+        let (event_type, status, previous) = match *relay {
+            Relay::StatusChanged { status, previous } => {
+                (CallbackType::StatusChanged, status, previous)
+            }
+            Relay::CodSettled => (
+                CallbackType::CodSettled,
+                Status::Delivered,
+                Status::Delivered,
+            ),
+        };
+        Self {
+            event_type,
+            status,
+            previous,
+            reason: None,
+            carrier: Some(&incoming.carrier),
+            occurred_at: incoming.event.occurred_at,
+            cod: (event_type == CallbackType::CodSettled).then_some(cod),
+        }
+    }
+
     /// The callback's event, from the handoff as the transaction left it.
     pub(super) fn event(&self, handoff: &Handoff, sequence: i64) -> CallbackEvent {
         CallbackEvent {

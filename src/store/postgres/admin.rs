@@ -167,16 +167,8 @@ impl AdminStore for PostgresStore {
         let Some((status, client, erased)) = current(&mut tx, id).await? else {
             return Ok(AdminOutcome::NotFound);
         };
-        if status != Status::Failed {
-            return Ok(AdminOutcome::Conflict(format!(
-                "the handoff is {status}; only a failed handoff can be replayed"
-            )));
-        }
-        if erased {
-            return Ok(AdminOutcome::Conflict(
-                "the handoff's personal data was erased; no postal order can be created for it"
-                    .into(),
-            ));
+        if let Some(refused) = AdminOutcome::replay_refused(status, erased) {
+            return Ok(refused);
         }
         let format = formats.get(&client).copied().unwrap_or_default();
         let change = OperatorChange {
@@ -226,10 +218,8 @@ impl AdminStore for PostgresStore {
         let Some((status, client, _)) = current(&mut tx, id).await? else {
             return Ok(AdminOutcome::NotFound);
         };
-        if status != Status::PartiallyDelivered {
-            return Ok(AdminOutcome::Conflict(format!(
-                "the handoff is {status}; only a partially_delivered handoff can be resolved"
-            )));
+        if let Some(refused) = AdminOutcome::resolve_refused(status) {
+            return Ok(refused);
         }
         let format = formats.get(&client).copied().unwrap_or_default();
         let change = OperatorChange {

@@ -28,7 +28,7 @@ use super::{
 use crate::config::StoreSettings;
 use crate::domain::callback::{BodyFormat, CallbackType};
 use crate::domain::state_machine::{Relay, SeenEvent};
-use crate::domain::{CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
+use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/postgres");
 
@@ -345,25 +345,7 @@ async fn apply_one(
     .await?;
     let mut first_sequence = None;
     for relay in &decided.verdict.relay {
-        let (event_type, status, previous) = match *relay {
-            Relay::StatusChanged { status, previous } => {
-                (CallbackType::StatusChanged, status, previous)
-            }
-            Relay::CodSettled => (
-                CallbackType::CodSettled,
-                Status::Delivered,
-                Status::Delivered,
-            ),
-        };
-        let draft = CallbackDraft {
-            event_type,
-            status,
-            previous,
-            reason: None,
-            carrier: Some(&incoming.carrier),
-            occurred_at: incoming.event.occurred_at,
-            cod: (event_type == CallbackType::CodSettled).then_some(decided.cod),
-        };
+        let draft = CallbackDraft::relayed(relay, incoming, decided.cod);
         let sequence = queue_callback(tx, &id, &draft, format, now).await?;
         match relay {
             Relay::CodSettled if decided.verdict.mapped.is_some() => {
@@ -992,8 +974,7 @@ impl Store for PostgresStore {
         must_remain: Duration,
     ) -> Result<bool, StoreError> {
         let now_ms = ms(now);
-        let creates = job.operation == PostalOperation::Create
-            && matches!(job.step, CreateStep::Call | CreateStep::CallAfterLookup);
+        let creates = job.calls_create();
         let updated = sqlx::query(
             "UPDATE postal_jobs SET attempts = attempts + 1, \
              first_attempt_at = COALESCE(first_attempt_at, $1), \

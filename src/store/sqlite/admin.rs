@@ -121,15 +121,8 @@ fn replay_failed_handoff(
     let Some((status, client, erased)) = current(c, id)? else {
         return Ok(AdminOutcome::NotFound);
     };
-    if status != Status::Failed {
-        return Ok(AdminOutcome::Conflict(format!(
-            "the handoff is {status}; only a failed handoff can be replayed"
-        )));
-    }
-    if erased {
-        return Ok(AdminOutcome::Conflict(
-            "the handoff's personal data was erased; no postal order can be created for it".into(),
-        ));
+    if let Some(refused) = AdminOutcome::replay_refused(status, erased) {
+        return Ok(refused);
     }
     let format = formats.get(&client).copied().unwrap_or_default();
     let change = OperatorChange {
@@ -169,10 +162,8 @@ fn resolve_partial(
     let Some((status, client, _)) = current(c, id)? else {
         return Ok(AdminOutcome::NotFound);
     };
-    if status != Status::PartiallyDelivered {
-        return Ok(AdminOutcome::Conflict(format!(
-            "the handoff is {status}; only a partially_delivered handoff can be resolved"
-        )));
+    if let Some(refused) = AdminOutcome::resolve_refused(status) {
+        return Ok(refused);
     }
     let format = formats.get(&client).copied().unwrap_or_default();
     let change = OperatorChange {

@@ -4,16 +4,11 @@
 //! stored handoff of every request that was not inserted.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::LazyLock;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use rusqlite::{CachedStatement, Connection, Transaction, params};
 
-use rusqlite::config::DbConfig;
-use rusqlite::trace::{TraceEvent, TraceEventCodes};
-use rusqlite::{CachedStatement, Connection, OpenFlags, Transaction, params};
-
-use super::{BUSY_TIMEOUT, CONNECTION_PRAGMAS, HANDOFF_COLUMNS, handoff_from_row};
+use super::{HANDOFF_COLUMNS, handoff_from_row};
 use crate::store::group::{Existing, Pending, Slot, firsts, not_inserted, slots};
 use crate::store::{StoreError, ms};
 
@@ -32,36 +27,6 @@ static SELECT_EXISTING: LazyLock<String> = LazyLock::new(|| {
          WHERE client = ?1 AND request_id = ?2"
     )
 });
-
-/// A read-write connection with the settings of every connection of the
-/// store (`CONNECTION_PRAGMAS`).
-pub(super) fn open_writer(db: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    for (name, value) in CONNECTION_PRAGMAS {
-        conn.pragma_update(None, name, value)?;
-    }
-    // The query planner's stability guarantee: a statement's plan does not
-    // depend on the values bound to it. Without it, SQLite marks a parameter
-    // compared next to a partial index's constant (`callbacks_heads_due`)
-    // and prepares the statement again whenever that value changes: every
-    // claim was compiled anew (4 % of the writer's time end to end).
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-    conn.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(count_statement));
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
-}
-
-/// Statements the writers of this process have run (`WriteStats`): SQLite
-/// reports each one's start, a trigger's included, to a plain function.
-pub(super) static STATEMENTS: AtomicU64 = AtomicU64::new(0);
-
-fn count_statement(_: TraceEvent<'_>) {
-    STATEMENTS.fetch_add(1, Ordering::Relaxed);
-}
 
 /// The fast path: the first request of each key inserted, in order.
 pub(super) fn insert_group(tx: &Connection, group: &[Pending]) -> Result<Vec<Slot>, StoreError> {
@@ -219,9 +184,9 @@ pub(super) mod tests {
         (dir, store, conn)
     }
 
-    /// A writer connection of the test's own, as the intake thread opens it.
+    /// A writer connection of the test's own, as the writer opens it.
     fn writer(dir: &tempfile::TempDir) -> Connection {
-        open_writer(&dir.path().join("bcci.db")).unwrap()
+        crate::store::sqlite::writer::open_writer(&dir.path().join("bcci.db")).unwrap()
     }
 
     async fn count(conn: &mut SqliteConnection, sql: &'static str) -> i64 {

@@ -28,8 +28,8 @@ use crate::domain::callback::BodyFormat;
 use crate::domain::{Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
 use writer::Writer;
 
-/// What every connection of the store sets, sqlx's and the intake writer's
-/// (`group::open_writer`): each commit durable, deleted data overwritten,
+/// What every connection of the store sets, sqlx's and the writer's
+/// (`writer::open_writer`): each commit durable, deleted data overwritten,
 /// foreign keys checked, and no checkpoint inside a commit (they run on a
 /// task of their own, `checkpoint`; inside a commit they stalled every
 /// request waiting behind it).
@@ -311,7 +311,7 @@ impl Store for SqliteStore {
         );
         self.writer
             .run(move |c| {
-                writes::record_tracking_number(c, &id, &original_id, &tracking_number, now)
+                writes::fill_tracking_number(c, &id, Some(&original_id), &tracking_number, now)
             })
             .await
     }
@@ -406,9 +406,11 @@ impl Store for SqliteStore {
         now: jiff::Timestamp,
         must_remain: Duration,
     ) -> Result<bool, StoreError> {
-        let (job, owner) = (job.clone(), owner.to_owned());
+        let (job_id, calls_create, owner) = (job.id, job.calls_create(), owner.to_owned());
         self.writer
-            .run(move |c| writes::start_postal_attempt(c, &job, &owner, now, must_remain))
+            .run(move |c| {
+                writes::start_postal_attempt(c, job_id, calls_create, &owner, now, must_remain)
+            })
             .await
     }
 
@@ -420,9 +422,11 @@ impl Store for SqliteStore {
         outcome: PostalOutcome,
     ) -> Result<bool, StoreError> {
         let settled = super::shared::Settlement::of(job, &outcome, now);
-        let (job, owner) = (job.clone(), owner.to_owned());
+        let (job_id, id, owner) = (job.id, job.handoff.id.clone(), owner.to_owned());
         self.writer
-            .run(move |c| writes::finish_postal_job(c, &job, &owner, now, &settled, &outcome))
+            .run(move |c| {
+                writes::finish_postal_job(c, job_id, &id, &owner, now, &settled, &outcome)
+            })
             .await
     }
 
@@ -502,7 +506,7 @@ impl Store for SqliteStore {
         now: jiff::Timestamp,
         outcome: CallbackOutcome,
     ) -> Result<bool, StoreError> {
-        let (job, owner) = (job.clone(), owner.to_owned());
+        let (job, owner) = (writes::CallbackRef::from(job), owner.to_owned());
         self.writer
             .run(move |c| writes::finish_callback(c, &job, &owner, now, &outcome))
             .await
@@ -566,7 +570,7 @@ impl Store for SqliteStore {
         use std::sync::atomic::Ordering::Relaxed;
         Some(super::WriteStats {
             commits: self.writer.commits(),
-            statements: group::STATEMENTS.load(Relaxed),
+            statements: writer::STATEMENTS.load(Relaxed),
             wal_bytes: self.wal_pages.load(Relaxed) * (PAGE_SIZE + WAL_FRAME_HEADER),
         })
     }

@@ -204,7 +204,7 @@ async fn the_writers_statements_are_compiled_once_whatever_their_arguments() {
         .await
         .unwrap();
     let db = dir.path().join("bcci.db");
-    let writer = super::group::open_writer(&db).unwrap();
+    let writer = super::writer::open_writer(&db).unwrap();
     assert_eq!(claim_reprepares(&writer), 0);
 
     let unguarded = rusqlite::Connection::open(&db).unwrap();

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::domain::callback::{BodyFormat, CallbackType};
 use crate::domain::state_machine::{Relay, SeenEvent};
-use crate::domain::{CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status};
+use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status};
 use crate::store::shared::{
     AWAITING_ORDER, CallbackDraft, Change, EVENT_COLUMNS, EventOrder, HANDOFF_COLUMNS, OrderWrite,
     Settlement, TAKE_SEQUENCE, TERMINAL_STATUSES, TimelineDraft, decide_event, event_order,
@@ -235,34 +235,20 @@ fn adopt(
     record_change(c, id, previous, change, now)
 }
 
-/// Records the item code of the handoff's order, once Vietnam Post reports it.
-fn fill_tracking_number(
+/// Records the item code of the handoff's order, once Vietnam Post reports
+/// it; with `original_id`, only when that order is the handoff's own. True
+/// when the handoff had none before.
+pub(super) fn fill_tracking_number(
     c: &Connection,
     id: &HandoffId,
+    original_id: Option<&str>,
     tracking_number: &str,
     now: jiff::Timestamp,
 ) -> Result<bool, StoreError> {
     let filled = c
         .prepare_cached(
-            "UPDATE handoffs SET tracking_number = ?1, updated_at = ?2 \
-             WHERE id = ?3 AND tracking_number IS NULL",
-        )?
-        .execute(params![tracking_number, ms(now), id.as_str()])?;
-    Ok(filled == 1)
-}
-
-/// Records the item code a lookup found for the handoff's own order.
-pub(super) fn record_tracking_number(
-    c: &Connection,
-    id: &HandoffId,
-    original_id: &str,
-    tracking_number: &str,
-    now: jiff::Timestamp,
-) -> Result<bool, StoreError> {
-    let filled = c
-        .prepare_cached(
-            "UPDATE handoffs SET tracking_number = ?1, updated_at = ?2 \
-             WHERE id = ?3 AND carrier_original_id = ?4 AND tracking_number IS NULL",
+            "UPDATE handoffs SET tracking_number = ?1, updated_at = ?2 WHERE id = ?3 \
+             AND tracking_number IS NULL AND (?4 IS NULL OR carrier_original_id = ?4)",
         )?
         .execute(params![tracking_number, ms(now), id.as_str(), original_id])?;
     Ok(filled == 1)
@@ -436,7 +422,7 @@ fn apply_to(
         }
         EventOrder::Own { fill_tracking } => {
             if let Some(tracking) = fill_tracking {
-                fill_tracking_number(c, &id, tracking, now)?;
+                fill_tracking_number(c, &id, None, tracking, now)?;
             }
         }
         EventOrder::Duplicate { cancel } => {
@@ -489,25 +475,7 @@ fn apply_to(
     };
     let mut first_sequence = None;
     for (sequence, relay) in (first_of_event..).zip(&decided.verdict.relay) {
-        let (event_type, status, previous) = match *relay {
-            Relay::StatusChanged { status, previous } => {
-                (CallbackType::StatusChanged, status, previous)
-            }
-            Relay::CodSettled => (
-                CallbackType::CodSettled,
-                Status::Delivered,
-                Status::Delivered,
-            ),
-        };
-        let draft = CallbackDraft {
-            event_type,
-            status,
-            previous,
-            reason: None,
-            carrier: Some(&incoming.carrier),
-            occurred_at: incoming.event.occurred_at,
-            cod: (event_type == CallbackType::CodSettled).then_some(decided.cod),
-        };
+        let draft = CallbackDraft::relayed(relay, incoming, decided.cod);
         insert_callback(c, &handoff, sequence, &draft, format, now)?;
         match relay {
             Relay::CodSettled if decided.verdict.mapped.is_some() => {
@@ -577,7 +545,7 @@ pub(super) fn settle_orders(
                 adopt(c, id, order, status, format, Source::Gateway, now)?;
             }
             OrderWrite::FillTracking(tracking) => {
-                fill_tracking_number(c, id, tracking, now)?;
+                fill_tracking_number(c, id, None, tracking, now)?;
             }
             OrderWrite::Cancel(original_id) => {
                 cancel_queued = queue_order_cancel(c, id, original_id, now)?;
@@ -711,12 +679,13 @@ pub(super) fn claim_callbacks(
 }
 
 /// The start of a postal call, committed before the call is made: the
-/// attempt is counted, its start marked (a create's stays until its
-/// outcome), and only while the lease lasts at least until `until`. True
+/// attempt is counted, its start marked when it `calls_create` (kept until
+/// its outcome), and only while the lease lasts at least until `until`. True
 /// when the lease was held.
 pub(super) fn start_postal_attempt(
     c: &Connection,
-    job: &PostalJob,
+    job_id: i64,
+    calls_create: bool,
     owner: &str,
     now: jiff::Timestamp,
     must_remain: Duration,
@@ -724,8 +693,6 @@ pub(super) fn start_postal_attempt(
     let now_ms = ms(now);
     let until_ms =
         now_ms.saturating_add(i64::try_from(must_remain.as_millis()).unwrap_or(i64::MAX));
-    let creates = job.operation == PostalOperation::Create
-        && matches!(job.step, CreateStep::Call | CreateStep::CallAfterLookup);
     let held = c
         .prepare_cached(
             "UPDATE postal_jobs SET attempts = attempts + 1, \
@@ -734,15 +701,32 @@ pub(super) fn start_postal_attempt(
              attempt_started_at = CASE WHEN ?4 THEN ?3 ELSE NULL END, updated_at = ?3 \
              WHERE id = ?1 AND lease_owner = ?2 AND lease_expires_at >= ?5",
         )?
-        .execute(params![job.id, owner, now_ms, creates, until_ms])?;
+        .execute(params![job_id, owner, now_ms, calls_create, until_ms])?;
     Ok(held == 1)
+}
+
+/// What a callback's outcome needs of its claimed job (not its body).
+pub(super) struct CallbackRef {
+    pub id: String,
+    pub handoff_id: HandoffId,
+    pub sequence: u64,
+}
+
+impl From<&CallbackJob> for CallbackRef {
+    fn from(job: &CallbackJob) -> Self {
+        Self {
+            id: job.id.clone(),
+            handoff_id: job.handoff_id.clone(),
+            sequence: job.sequence,
+        }
+    }
 }
 
 /// A delivery attempt's outcome, only while its lease is held; the callback
 /// behind a delivered one reaches the head of its queue.
 pub(super) fn finish_callback(
     c: &Connection,
-    job: &CallbackJob,
+    job: &CallbackRef,
     owner: &str,
     now: jiff::Timestamp,
     outcome: &CallbackOutcome,
@@ -783,7 +767,8 @@ pub(super) fn finish_callback(
 /// A postal job's outcome with its effects, only while its lease is held.
 pub(super) fn finish_postal_job(
     c: &Connection,
-    job: &PostalJob,
+    job_id: i64,
+    id: &HandoffId,
     owner: &str,
     now: jiff::Timestamp,
     settled: &Settlement,
@@ -805,13 +790,12 @@ pub(super) fn finish_postal_job(
             settled.refusal.as_deref(),
             settled.last_error.as_deref(),
             now_ms,
-            job.id,
+            job_id,
             owner,
         ])?;
     if held != 1 {
         return Ok(false);
     }
-    let id = &job.handoff.id;
     match outcome {
         PostalOutcome::Adopt {
             order,
