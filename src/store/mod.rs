@@ -4,6 +4,7 @@
 //! the workers and a backend; `sqlite` and `postgres` implement it.
 
 pub mod admin;
+mod carrier_events;
 mod group;
 pub mod health;
 pub mod postgres;

@@ -34,6 +34,7 @@ on_both_backends!(
     no_call_starts_when_less_than_one_call_timeout_of_lease_is_left,
     released_leases_are_taken_at_once_and_their_create_looked_up_first,
     an_adopted_order_and_carrier_events_are_relayed_in_sequence,
+    a_batch_of_carrier_events_records_what_they_record_one_by_one,
     callbacks_are_claimed_head_first_per_handoff_across_owners,
     a_dead_callback_holds_the_queue_until_replayed,
     a_cancel_before_any_call_cancels_at_once,
@@ -466,6 +467,103 @@ async fn an_adopted_order_and_carrier_events_are_relayed_in_sequence(store: Shar
     assert_eq!(sequences(&store, &id).await, vec![1, 2, 3]);
     let timeline = store.timeline(&id).await.unwrap();
     assert!(timeline.iter().any(|e| e.effect == Effect::Stale));
+}
+
+/// The events of [`a_batch_of_carrier_events_records_what_they_record_one_by_one`]
+/// for a handoff `id` without an order yet.
+fn life_of(id: &HandoffId, t: Timestamp) -> Vec<IncomingCarrierEvent> {
+    let order = order_for(id);
+    let tracking = order.tracking_number.clone().unwrap();
+    let at = |mins| t + SignedDuration::from_mins(mins);
+    let mut revealing = event(&tracking, 2, at(1));
+    revealing.sale_order_code = Some(id.to_string());
+    revealing.original_id = Some(order.original_id.clone());
+    revealing.order = Some(order);
+    let mut cod = event(&tracking, 21, at(40));
+    cod.cod_amount = Some(48_000);
+    let mut other = event("EB000000000VN", 3, at(50));
+    other.sale_order_code = Some(id.to_string());
+    other.original_id = Some(format!("OTHER-{id}"));
+    vec![
+        revealing,
+        event(&tracking, 6, at(20)),
+        event(&tracking, 6, at(20)),
+        event(&tracking, 12, at(30)),
+        cod,
+        event(&tracking, 14, at(45)),
+        other.clone(),
+        other,
+    ]
+}
+
+/// What a handoff's events left, with its own ids taken out so two
+/// handoffs' records compare.
+async fn record_of(store: &SharedStore, id: &HandoffId, outcomes: &[EventOutcome]) -> String {
+    let h = store.handoff(None, id).await.unwrap().unwrap();
+    let timeline = store.timeline(id).await.unwrap();
+    let callbacks: Vec<(u64, String, String)> = store
+        .callbacks_of(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, t, body)| (s, t, String::from_utf8(body).unwrap()))
+        .collect();
+    let tracking = h.tracking_number.clone().unwrap_or_default();
+    format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?}\n{timeline:#?}\n{callbacks:#?}\n{outcomes:#?}",
+        h.status, h.postage_vnd, h.cod_settled, h.sla_due_at, h.updated_at, h.reason
+    )
+    .replace(id.as_str(), "<id>")
+    .replace(&h.request_id, "<request>")
+    .replace(&tracking, "<tracking>")
+}
+
+async fn a_batch_of_carrier_events_records_what_they_record_one_by_one(store: SharedStore) {
+    let now = start();
+    let batched = created(&store, "B-1", now).await;
+    let single = created(&store, "B-2", now).await;
+    let t = now + SignedDuration::from_mins(5);
+    let at = t + SignedDuration::from_hours(1);
+    let together = apply(&store, life_of(&batched, t), at).await;
+    let mut alone = Vec::new();
+    for e in life_of(&single, t) {
+        alone.extend(apply(&store, vec![e], at).await);
+    }
+    assert_eq!(
+        record_of(&store, &batched, &together).await,
+        record_of(&store, &single, &alone).await
+    );
+    // The batch did what the walk asks: adopted, delivered, the COD
+    // report held until delivery relayed after it, the other order's
+    // cancel queued once.
+    assert_eq!(status(&store, &batched).await, Status::Delivered);
+    assert!(
+        store
+            .handoff(None, &batched)
+            .await
+            .unwrap()
+            .unwrap()
+            .cod_settled
+    );
+    assert_eq!(sequences(&store, &batched).await, vec![1, 2, 3, 4, 5, 6]);
+    let cancels: Vec<bool> = together
+        .iter()
+        .filter_map(|o| match o {
+            EventOutcome::DuplicateOrder { cancel_queued, .. } => Some(*cancel_queued),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels, vec![true, false]);
+    let timeline = store.timeline(&batched).await.unwrap();
+    let held = timeline
+        .iter()
+        .find(|e| e.carrier.as_ref().is_some_and(|c| c.code == 21))
+        .expect("the COD report is on the timeline");
+    assert_eq!(
+        held.sequence,
+        Some(6),
+        "the held COD report names its callback"
+    );
 }
 
 async fn callbacks_are_claimed_head_first_per_handoff_across_owners(store: SharedStore) {

@@ -7,6 +7,7 @@
 //! processes may start at once.
 
 mod admin;
+mod events;
 mod group;
 
 use std::str::FromStr;
@@ -17,8 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Row, migrate::Migrator};
 
 use super::shared::{
-    AWAITING_ORDER, CallbackDraft, Change, EventOrder, HANDOFF_COLUMNS, Settlement, TAKE_SEQUENCE,
-    TimelineDraft, event_order, handoff_from_row, opt_ms, parse, timeline_from_row,
+    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, Settlement, TAKE_SEQUENCE,
+    TimelineDraft, handoff_from_row, opt_ms, parse, timeline_from_row,
 };
 use super::{
     CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
@@ -27,7 +28,6 @@ use super::{
 };
 use crate::config::StoreSettings;
 use crate::domain::callback::{BodyFormat, CallbackType};
-use crate::domain::state_machine::{Relay, SeenEvent};
 use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./schemas/sql/postgres");
@@ -225,159 +225,6 @@ async fn move_handoff(
     .execute(&mut *tx)
     .await?;
     Ok(Some(current))
-}
-
-/// The handoff a carrier event concerns, one statement per key it may be
-/// matched by (`HandoffKey::COLUMNS`).
-static EVENT_HANDOFF: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
-    super::HandoffKey::COLUMNS.map(|column| {
-        format!(
-            "SELECT {} FROM handoffs WHERE {column} = $1 LIMIT 1",
-            super::shared::EVENT_COLUMNS
-        )
-    })
-});
-
-/// Matches one carrier event to its handoff and records what it does.
-async fn apply_one(
-    tx: &mut sqlx::PgConnection,
-    incoming: &IncomingCarrierEvent,
-    context: &super::EventContext,
-    now: jiff::Timestamp,
-) -> Result<EventOutcome, StoreError> {
-    let formats = &context.formats;
-    let Some(key) = incoming.handoff_key() else {
-        return Ok(EventOutcome::UnknownOrder);
-    };
-    let row = sqlx::query(sqlx::AssertSqlSafe(EVENT_HANDOFF[key.index()].as_str()))
-        .bind(key.value())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(row) = row else {
-        return Ok(EventOutcome::UnknownOrder);
-    };
-    let id: String = row.try_get("id")?;
-    let id = HandoffId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("id {id:?}")))?;
-    let client: String = row.try_get("client")?;
-    let format = formats.get(&client).copied().unwrap_or_default();
-    let mut status: Status = parse("status", row.try_get("status")?)?;
-    let known_tracking: Option<String> = row.try_get("tracking_number")?;
-    let known_original: Option<String> = row.try_get("carrier_original_id")?;
-    let mut adopted_now = false;
-    match event_order(
-        status,
-        known_original.as_deref(),
-        known_tracking.as_deref(),
-        incoming,
-    ) {
-        EventOrder::Adopt(order) => {
-            adopt(tx, &id, order, status, format, incoming.event.source, now).await?;
-            status = Status::OrderCreated;
-            adopted_now = true;
-        }
-        EventOrder::Own { fill_tracking } => {
-            if let Some(tracking) = fill_tracking {
-                fill_tracking_number(tx, &id, tracking, now).await?;
-            }
-        }
-        EventOrder::Duplicate { cancel } => {
-            let cancel_queued = match cancel {
-                Some(original_id) => queue_order_cancel(tx, &id, original_id, now).await?,
-                None => false,
-            };
-            return Ok(EventOutcome::DuplicateOrder {
-                handoff_id: id,
-                cancel_queued,
-            });
-        }
-        EventOrder::Unowned { cancel } => {
-            if let Some(original_id) = cancel
-                && queue_order_cancel(tx, &id, original_id, now).await?
-            {
-                tracing::warn!(handoff_id = %id, "an order was reported for a handoff that has none; cancelling it");
-            }
-        }
-    }
-    let seen_rows = sqlx::query(
-        "SELECT source, carrier_code, occurred_at FROM timeline WHERE handoff_id = $1 AND carrier_code IS NOT NULL",
-    )
-    .bind(id.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut seen = Vec::with_capacity(seen_rows.len());
-    for r in &seen_rows {
-        seen.push(SeenEvent {
-            source: parse("source", r.try_get("source")?)?,
-            code: r.try_get("carrier_code")?,
-            occurred_at: from_ms(r.try_get("occurred_at")?)?,
-        });
-    }
-    let decided =
-        super::shared::decide_event(&row, status, adopted_now, &seen, incoming, context, now)?;
-    let next = &decided.verdict.next;
-    sqlx::query(
-        "UPDATE handoffs SET status = $1, watermark_at = $2, watermark_rank = $3, cod_settled = $4, \
-         cod_held = $5, last_carrier_event_at = $6, updated_at = CASE WHEN $7 THEN $6 ELSE updated_at END, \
-         picked_up_at = CASE WHEN $8 AND picked_up_at IS NULL THEN $9 ELSE picked_up_at END, \
-         delivered_at = CASE WHEN $1 = 'delivered' AND delivered_at IS NULL THEN $9 ELSE delivered_at END, \
-         terminal_at = CASE WHEN $10 AND terminal_at IS NULL THEN $6 ELSE terminal_at END, \
-         sla_due_at = COALESCE($12, sla_due_at), sla_reached_at = COALESCE(sla_reached_at, $13), \
-         cod_settled_at = COALESCE(cod_settled_at, $14), \
-         cod_amount_reported = COALESCE(cod_amount_reported, $15) \
-         WHERE id = $11",
-    )
-    .bind(next.status.as_str())
-    .bind(next.watermark.map(|(at, _)| ms(at)))
-    .bind(next.watermark.map(|(_, rank)| i64::from(rank)))
-    .bind(next.cod_settled)
-    .bind(next.cod_held)
-    .bind(ms(now))
-    .bind(next.status != decided.previous)
-    .bind(next.picked_up)
-    .bind(ms(incoming.event.occurred_at))
-    .bind(next.status.is_terminal())
-    .bind(id.as_str())
-    .bind(decided.sla_due_at.map(ms))
-    .bind(decided.reached_at.map(ms))
-    .bind(decided.cod_paid_now.then(|| ms(incoming.event.occurred_at)))
-    .bind(incoming.cod_amount.filter(|_| decided.cod_paid_now))
-    .execute(&mut *tx)
-    .await?;
-    let mut first_sequence = None;
-    for relay in &decided.verdict.relay {
-        let draft = CallbackDraft::relayed(relay, incoming, decided.cod);
-        let sequence = queue_callback(tx, &id, &draft, format, now).await?;
-        match relay {
-            Relay::CodSettled if decided.verdict.mapped.is_some() => {
-                // The COD report held earlier is the entry this callback relays.
-                sqlx::query(
-                    "UPDATE timeline SET sequence = $1 WHERE id = (SELECT id FROM timeline \
-                     WHERE handoff_id = $2 AND carrier_code = 21 AND sequence IS NULL ORDER BY id LIMIT 1)",
-                )
-                .bind(sequence)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            _ => first_sequence = first_sequence.or(Some(sequence)),
-        }
-    }
-    let entry = TimelineDraft {
-        source: incoming.event.source,
-        status: decided.verdict.mapped,
-        effect: decided.verdict.effect,
-        sequence: first_sequence,
-        occurred_at: incoming.event.occurred_at,
-        carrier: Some(&incoming.carrier),
-        reason: None,
-        raw: incoming.raw.as_deref(),
-    };
-    insert_timeline(tx, &id, &entry, now).await?;
-    Ok(EventOutcome::Recorded {
-        handoff_id: id,
-        effect: decided.verdict.effect,
-        legs: decided.legs,
-    })
 }
 
 /// Adopts an order revealed for a handoff that has none (domain.md rule 2):
@@ -1222,28 +1069,7 @@ impl Store for PostgresStore {
         now: jiff::Timestamp,
     ) -> Result<Vec<EventOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Lock every handoff the events may concern, in one order, so two
-        // batches touching the same handoffs wait for each other instead of
-        // deadlocking.
-        let mut ids = Vec::new();
-        let mut tracking_numbers = Vec::new();
-        for e in &events {
-            match e.sale_order_code.as_deref().and_then(HandoffId::parse) {
-                Some(id) => ids.push(id.as_str().to_owned()),
-                None => tracking_numbers.extend(e.tracking_number.clone()),
-            }
-        }
-        sqlx::query(
-            "SELECT 1 FROM handoffs WHERE id = ANY($1) OR tracking_number = ANY($2) ORDER BY id FOR UPDATE",
-        )
-        .bind(&ids)
-        .bind(&tracking_numbers)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut outcomes = Vec::with_capacity(events.len());
-        for incoming in &events {
-            outcomes.push(apply_one(&mut tx, incoming, context, now).await?);
-        }
+        let outcomes = events::apply_events(&mut tx, &events, context, now).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

@@ -457,12 +457,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<EventOutcome>, StoreError> {
         let context = context.clone();
         self.writer
-            .run(move |c| {
-                events
-                    .iter()
-                    .map(|incoming| writes::apply_event(c, incoming, &context, now))
-                    .collect()
-            })
+            .run(move |c| writes::apply_events(c, &events, &context, now))
             .await
     }
 

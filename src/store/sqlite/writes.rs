@@ -5,15 +5,17 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::callback::{BodyFormat, CallbackType};
-use crate::domain::state_machine::{Relay, SeenEvent};
 use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status};
+use crate::store::carrier_events::{
+    self, EventHandoff, NewCallback, SEEN_COLUMNS, SNAPSHOT_COLUMNS, SeenRow, Value,
+    WRITTEN_COLUMNS,
+};
 use crate::store::shared::{
-    AWAITING_ORDER, CallbackDraft, Change, EVENT_COLUMNS, EventOrder, HANDOFF_COLUMNS, OrderWrite,
-    Settlement, TAKE_SEQUENCE, TERMINAL_STATUSES, TimelineDraft, decide_event, event_order,
-    handoff_from_row, opt_ms, parse, settle_plan,
+    AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, OrderWrite, Settlement, TAKE_SEQUENCE,
+    TERMINAL_STATUSES, TimelineDraft, handoff_from_row, opt_ms, parse, settle_plan,
 };
 use crate::store::{
     CallbackJob, CallbackOutcome, CancelRequest, EventContext, EventOutcome, HandoffKey,
@@ -114,16 +116,32 @@ pub(super) fn insert_callback(
     format: BodyFormat,
     now: jiff::Timestamp,
 ) -> Result<(), StoreError> {
-    let event = draft.event(handoff, sequence);
-    let (body, content_type) = event.render(format);
-    c.prepare_cached(INSERT_CALLBACK)?.execute(params![
-        format!("msg_{}", ulid::Ulid::new()),
-        handoff.id.as_str(),
-        handoff.client,
+    let (body, content_type) = draft.event(handoff, sequence).render(format);
+    let callback = NewCallback {
+        handoff_id: handoff.id.clone(),
+        client: handoff.client.clone(),
         sequence,
-        draft.event_type.as_str(),
+        event_type: draft.event_type,
         body,
         content_type,
+    };
+    insert_new_callback(c, &callback, now)
+}
+
+/// Queues a callback whose body is rendered.
+fn insert_new_callback(
+    c: &Connection,
+    callback: &NewCallback,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    c.prepare_cached(INSERT_CALLBACK)?.execute(params![
+        format!("msg_{}", ulid::Ulid::new()),
+        callback.handoff_id.as_str(),
+        callback.client,
+        callback.sequence,
+        callback.event_type.as_str(),
+        callback.body,
+        callback.content_type,
         ms(now),
     ])?;
     Ok(())
@@ -219,12 +237,7 @@ fn adopt(
         ms(now),
         id.as_str(),
     ])?;
-    c.prepare_cached(
-        "UPDATE postal_jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, \
-         attempt_started_at = NULL, updated_at = ?1 WHERE handoff_id = ?2 AND operation = 'create' \
-         AND state IN ('pending', 'dead')",
-    )?
-    .execute(params![ms(now), id.as_str()])?;
+    end_create_job(c, id, now)?;
     let change = Change {
         status: Status::OrderCreated,
         source,
@@ -233,6 +246,18 @@ fn adopt(
         relay: Some((CallbackType::StatusChanged, format)),
     };
     record_change(c, id, previous, change, now)
+}
+
+/// Ends the create job of a handoff whose order is known, in flight or not:
+/// its answer, when it comes, finds the order adopted.
+fn end_create_job(c: &Connection, id: &HandoffId, now: jiff::Timestamp) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE postal_jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, \
+         attempt_started_at = NULL, updated_at = ?1 WHERE handoff_id = ?2 AND operation = 'create' \
+         AND state IN ('pending', 'dead')",
+    )?
+    .execute(params![ms(now), id.as_str()])?;
+    Ok(())
 }
 
 /// Records the item code of the handoff's order, once Vietnam Post reports
@@ -328,183 +353,122 @@ pub(super) fn stop_create_job(
     Ok(())
 }
 
-/// The handoff a carrier event concerns, one statement per key it may be
-/// matched by (`HandoffKey::COLUMNS`), with the carrier events it has seen
-/// as one JSON array.
-pub(super) static EVENT_HANDOFF: LazyLock<[String; 3]> = LazyLock::new(|| {
+/// The handoffs a carrier event's key may match, one statement per key
+/// column (`HandoffKey::COLUMNS`), each one indexed lookup.
+pub(super) static EVENT_HANDOFFS: LazyLock<[String; 3]> = LazyLock::new(|| {
     HandoffKey::COLUMNS.map(|column| {
         format!(
-            "SELECT {EVENT_COLUMNS}, \
-             (SELECT json_group_array(json_array(t.source, t.carrier_code, t.occurred_at)) FROM timeline t \
-              WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
-             FROM handoffs WHERE {column} = ?1 LIMIT 1"
+            "SELECT {} FROM handoffs WHERE {column} = ?1",
+            *SNAPSHOT_COLUMNS
         )
     })
 });
 
-/// Records a carrier event on its handoff and takes `?14` callback sequences
-/// (the first in `next_sequence`), returning the handoff as updated.
-static APPLY_EVENT: LazyLock<String> = LazyLock::new(|| {
+pub(super) static SEEN_EVENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE handoffs SET status = ?1, watermark_at = ?2, watermark_rank = ?3, cod_settled = ?4, \
-         cod_held = ?5, last_carrier_event_at = ?6, updated_at = CASE WHEN ?7 THEN ?6 ELSE updated_at END, \
-         picked_up_at = CASE WHEN ?8 AND picked_up_at IS NULL THEN ?9 ELSE picked_up_at END, \
-         delivered_at = CASE WHEN ?1 = 'delivered' AND delivered_at IS NULL THEN ?9 ELSE delivered_at END, \
-         terminal_at = CASE WHEN ?10 AND terminal_at IS NULL THEN ?6 ELSE terminal_at END, \
-         sla_due_at = COALESCE(?12, sla_due_at), sla_reached_at = COALESCE(sla_reached_at, ?13), \
-         next_sequence = next_sequence + ?14, cod_settled_at = COALESCE(cod_settled_at, ?15), \
-         cod_amount_reported = COALESCE(cod_amount_reported, ?16) \
-         WHERE id = ?11 RETURNING {HANDOFF_COLUMNS}, next_sequence - ?14 AS next_sequence"
+        "SELECT {SEEN_COLUMNS} FROM timeline WHERE handoff_id = ?1 AND carrier_code IS NOT NULL"
     )
 });
 
-/// The carrier events a handoff has seen, from a JSON array of
-/// `[source, code, occurred_at]`.
-fn seen_events(json: &str) -> Result<Vec<SeenEvent>, StoreError> {
-    let rows: Vec<(String, i64, i64)> = serde_json::from_str(json)
-        .map_err(|e| StoreError::Corrupt(format!("seen carrier events: {e}")))?;
-    rows.into_iter()
-        .map(|(source, code, at)| {
-            Ok(SeenEvent {
-                source: parse("source", &source)?,
-                code,
-                occurred_at: from_ms(at)?,
-            })
-        })
-        .collect()
+static UPDATE_EVENT_HANDOFF: LazyLock<String> = LazyLock::new(|| {
+    let set: Vec<String> = WRITTEN_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("{column} = ?{}", i + 2))
+        .collect();
+    format!("UPDATE handoffs SET {} WHERE id = ?1", set.join(", "))
+});
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Value::Text(v) => v.to_sql(),
+            Value::Int(v) => v.to_sql(),
+            Value::Flag(v) => v.to_sql(),
+        }
+    }
 }
 
-/// Matches one carrier event to its handoff and records what it does.
-pub(super) fn apply_event(
+/// Records a batch of carrier events: loads the handoffs they name, lets
+/// [`carrier_events::plan`] decide, and writes the plan.
+pub(super) fn apply_events(
     c: &Connection,
-    incoming: &IncomingCarrierEvent,
+    events: &[IncomingCarrierEvent],
     context: &EventContext,
     now: jiff::Timestamp,
-) -> Result<EventOutcome, StoreError> {
-    let Some(key) = incoming.handoff_key() else {
-        return Ok(EventOutcome::UnknownOrder);
-    };
-    // The carrier events already seen come with the handoff, as one JSON
-    // array: a statement less per event.
-    let mut select = c.prepare_cached(&EVENT_HANDOFF[key.index()])?;
-    let mut rows = select.query([key.value()])?;
-    let Some(row) = rows.next()? else {
-        return Ok(EventOutcome::UnknownOrder);
-    };
-    apply_to(c, row, incoming, context, now)
-}
-
-fn apply_to(
-    c: &Connection,
-    row: &Row<'_>,
-    incoming: &IncomingCarrierEvent,
-    context: &EventContext,
-    now: jiff::Timestamp,
-) -> Result<EventOutcome, StoreError> {
-    let id: String = row.get("id")?;
-    let id = HandoffId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("id {id:?}")))?;
-    let client: String = row.get("client")?;
-    let format = context.formats.get(&client).copied().unwrap_or_default();
-    let mut status: Status = parse("status", &row.get::<_, String>("status")?)?;
-    let known_tracking: Option<String> = row.get("tracking_number")?;
-    let known_original: Option<String> = row.get("carrier_original_id")?;
-    let mut adopted_now = false;
-    match event_order(
-        status,
-        known_original.as_deref(),
-        known_tracking.as_deref(),
-        incoming,
-    ) {
-        EventOrder::Adopt(order) => {
-            adopt(c, &id, order, status, format, incoming.event.source, now)?;
-            status = Status::OrderCreated;
-            adopted_now = true;
+) -> Result<Vec<EventOutcome>, StoreError> {
+    let mut keys: Vec<HandoffKey<'_>> = Vec::new();
+    for key in events.iter().filter_map(IncomingCarrierEvent::handoff_key) {
+        if !keys.contains(&key) {
+            keys.push(key);
         }
-        EventOrder::Own { fill_tracking } => {
-            if let Some(tracking) = fill_tracking {
-                fill_tracking_number(c, &id, None, tracking, now)?;
-            }
-        }
-        EventOrder::Duplicate { cancel } => {
-            let cancel_queued = match cancel {
-                Some(original_id) => queue_order_cancel(c, &id, original_id, now)?,
-                None => false,
-            };
-            return Ok(EventOutcome::DuplicateOrder {
-                handoff_id: id,
-                cancel_queued,
-            });
-        }
-        EventOrder::Unowned { cancel } => {
-            if let Some(original_id) = cancel
-                && queue_order_cancel(c, &id, original_id, now)?
-            {
-                tracing::warn!(handoff_id = %id, "an order was reported for a handoff that has none; cancelling it");
+    }
+    let mut handoffs: Vec<EventHandoff> = Vec::new();
+    for key in &keys {
+        let mut select = c.prepare_cached(&EVENT_HANDOFFS[key.index()])?;
+        let mut rows = select.query([key.value()])?;
+        while let Some(row) = rows.next()? {
+            let h = EventHandoff::from_row(row)?;
+            if !handoffs.iter().any(|k| k.handoff.id == h.handoff.id) {
+                handoffs.push(h);
             }
         }
     }
-    let seen = seen_events(&row.get::<_, String>("seen")?)?;
-    let decided = decide_event(row, status, adopted_now, &seen, incoming, context, now)?;
-    let next = &decided.verdict.next;
-    // The update also takes the sequences of the callbacks the event relays
-    // and returns the handoff their bodies describe.
-    let (handoff, first_of_event) = {
-        let mut apply = c.prepare_cached(&APPLY_EVENT)?;
-        let mut updated = apply.query(params![
-            next.status.as_str(),
-            next.watermark.map(|(at, _)| ms(at)),
-            next.watermark.map(|(_, rank)| i64::from(rank)),
-            next.cod_settled,
-            next.cod_held,
+    let mut seen = Vec::new();
+    for h in &handoffs {
+        let mut select = c.prepare_cached(&SEEN_EVENTS)?;
+        let mut rows = select.query([h.handoff.id.as_str()])?;
+        while let Some(row) = rows.next()? {
+            seen.push(SeenRow::from_row(row)?);
+        }
+    }
+    EventHandoff::attach_seen(&mut handoffs, seen);
+    let plan = carrier_events::plan(handoffs, events, context, now)?;
+    for h in &plan.handoffs {
+        let values = h.written();
+        let mut cells: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(values.len() + 1);
+        let id = h.handoff.id.as_str();
+        cells.push(&id);
+        cells.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
+        c.prepare_cached(&UPDATE_EVENT_HANDOFF)?
+            .execute(cells.as_slice())?;
+    }
+    for id in &plan.stop_create_jobs {
+        end_create_job(c, id, now)?;
+    }
+    let mut queued = Vec::with_capacity(plan.cancels.len());
+    for (id, original_id) in &plan.cancels {
+        queued.push(queue_order_cancel(c, id, original_id, now)?);
+    }
+    for e in &plan.timeline {
+        c.prepare_cached(
+            "INSERT INTO timeline (handoff_id, source, status, effect, sequence, occurred_at, recorded_at, \
+             tracking_number, carrier_code, carrier_text, carrier_location, raw) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            e.handoff_id.as_str(),
+            e.source.as_str(),
+            e.status.map(Status::as_str),
+            e.effect.as_str(),
+            e.sequence,
+            e.occurred_at,
             ms(now),
-            next.status != decided.previous,
-            next.picked_up,
-            ms(incoming.event.occurred_at),
-            next.status.is_terminal(),
-            id.as_str(),
-            decided.sla_due_at.map(ms),
-            decided.reached_at.map(ms),
-            decided.verdict.relay.len() as i64,
-            decided.cod_paid_now.then(|| ms(incoming.event.occurred_at)),
-            incoming.cod_amount.filter(|_| decided.cod_paid_now),
+            e.tracking_number,
+            e.carrier.map(|c| c.code),
+            e.carrier.and_then(|c| c.text.as_deref()),
+            e.carrier.and_then(|c| c.location.as_deref()),
+            e.raw,
         ])?;
-        let row = updated
-            .next()?
-            .ok_or_else(|| StoreError::Corrupt(format!("handoff {id} vanished")))?;
-        (handoff_from_row(row)?, row.get::<_, i64>("next_sequence")?)
-    };
-    let mut first_sequence = None;
-    for (sequence, relay) in (first_of_event..).zip(&decided.verdict.relay) {
-        let draft = CallbackDraft::relayed(relay, incoming, decided.cod);
-        insert_callback(c, &handoff, sequence, &draft, format, now)?;
-        match relay {
-            Relay::CodSettled if decided.verdict.mapped.is_some() => {
-                // The COD report held earlier is the entry this callback relays.
-                c.prepare_cached(
-                    "UPDATE timeline SET sequence = ?1 WHERE id = (SELECT id FROM timeline \
-                     WHERE handoff_id = ?2 AND carrier_code = 21 AND sequence IS NULL ORDER BY id LIMIT 1)",
-                )?
-                .execute(params![sequence, id.as_str()])?;
-            }
-            _ => first_sequence = first_sequence.or(Some(sequence)),
-        }
     }
-    let entry = TimelineDraft {
-        source: incoming.event.source,
-        status: decided.verdict.mapped,
-        effect: decided.verdict.effect,
-        sequence: first_sequence,
-        occurred_at: incoming.event.occurred_at,
-        carrier: Some(&incoming.carrier),
-        reason: None,
-        raw: incoming.raw.as_deref(),
-    };
-    insert_timeline(c, &id, &entry, now)?;
-    Ok(EventOutcome::Recorded {
-        handoff_id: id,
-        effect: decided.verdict.effect,
-        legs: decided.legs,
-    })
+    for (entry, sequence) in &plan.links {
+        c.prepare_cached("UPDATE timeline SET sequence = ?1 WHERE id = ?2")?
+            .execute(params![sequence, entry])?;
+    }
+    for callback in &plan.callbacks {
+        insert_new_callback(c, callback, now)?;
+    }
+    Ok(plan.outcomes(&queued))
 }
 
 /// Records, for a handoff, the orders a lookup found (`settle_plan` decides).
