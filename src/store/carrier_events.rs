@@ -85,12 +85,14 @@ pub(super) struct EventHandoff {
     pub last_carrier_event_at: Option<i64>,
     /// Oldest first.
     pub seen: Vec<SeenRow>,
+    /// The row as loaded (without its details), to write only what changed.
+    loaded: Option<Box<EventHandoff>>,
 }
 
 impl EventHandoff {
     /// A row of [`SNAPSHOT_COLUMNS`]; its seen events come apart.
     pub(super) fn from_row(row: &impl Cells) -> Result<Self, StoreError> {
-        Ok(EventHandoff {
+        let mut h = EventHandoff {
             handoff: handoff_from_row(row)?,
             next_sequence: row.int("next_sequence")?,
             carrier_order_id: row.opt_text("carrier_order_id")?,
@@ -108,7 +110,26 @@ impl EventHandoff {
             terminal_at: row.opt_int("terminal_at")?,
             last_carrier_event_at: row.opt_int("last_carrier_event_at")?,
             seen: Vec::new(),
-        })
+            loaded: None,
+        };
+        h.loaded = Some(Box::new(EventHandoff {
+            details: None,
+            ..h.clone()
+        }));
+        Ok(h)
+    }
+
+    /// The indexes in [`WRITTEN_COLUMNS`] of the columns whose value is no
+    /// longer the one loaded (all of them for a row not loaded).
+    pub(super) fn changed_columns(&self) -> Vec<usize> {
+        let now = self.written();
+        match &self.loaded {
+            Some(loaded) => {
+                let before = loaded.written();
+                (0..now.len()).filter(|&i| now[i] != before[i]).collect()
+            }
+            None => (0..now.len()).collect(),
+        }
     }
 
     /// Attaches seen rows (any order, any handoff) to the snapshots they
@@ -764,6 +785,7 @@ mod tests {
             terminal_at: None,
             last_carrier_event_at: None,
             seen: Vec::new(),
+            loaded: None,
         }
     }
 
@@ -830,8 +852,35 @@ mod tests {
         assert_eq!(h.next_sequence, 4);
         assert_eq!(h.picked_up_at, Some(ms(ts(3600))));
         assert_eq!(h.handoff.status, Status::InTransit);
+        // A handoff that was not loaded writes every column.
+        assert_eq!(h.changed_columns().len(), WRITTEN_COLUMNS.len());
         let outcomes = plan.outcomes(&[]);
         assert_eq!(outcomes.len(), 3);
+    }
+
+    #[test]
+    fn a_loaded_handoff_writes_only_the_columns_its_events_changed() {
+        let mut h = return_handoff(None);
+        h.loaded = Some(Box::new(h.clone()));
+        let events = [reported(6, 3600)];
+        let plan = plan(vec![h], &events, &EventContext::default(), ts(3700)).unwrap();
+        let changed: Vec<&str> = plan.handoffs[0]
+            .changed_columns()
+            .into_iter()
+            .map(|i| WRITTEN_COLUMNS[i])
+            .collect();
+        assert_eq!(
+            changed,
+            vec![
+                "status",
+                "updated_at",
+                "watermark_at",
+                "watermark_rank",
+                "last_carrier_event_at",
+                "picked_up_at",
+                "next_sequence"
+            ]
+        );
     }
 
     #[test]

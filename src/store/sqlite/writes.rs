@@ -8,10 +8,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::callback::{BodyFormat, CallbackType};
+use crate::domain::state_machine::SeenEvent;
 use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status};
 use crate::store::carrier_events::{
-    self, EventHandoff, NewCallback, SEEN_COLUMNS, SNAPSHOT_COLUMNS, SeenRow, Value,
-    WRITTEN_COLUMNS,
+    self, EntryRef, EventHandoff, NewCallback, SNAPSHOT_COLUMNS, SeenRow, Value, WRITTEN_COLUMNS,
 };
 use crate::store::shared::{
     AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, OrderWrite, Settlement, TAKE_SEQUENCE,
@@ -354,30 +354,41 @@ pub(super) fn stop_create_job(
 }
 
 /// The handoffs a carrier event's key may match, one statement per key
-/// column (`HandoffKey::COLUMNS`), each one indexed lookup.
+/// column (`HandoffKey::COLUMNS`), each one indexed lookup, with the carrier
+/// events each has seen as one JSON array (`seen_rows`): a statement less
+/// per handoff.
 pub(super) static EVENT_HANDOFFS: LazyLock<[String; 3]> = LazyLock::new(|| {
     HandoffKey::COLUMNS.map(|column| {
         format!(
-            "SELECT {} FROM handoffs WHERE {column} = ?1",
+            "SELECT {}, (SELECT json_group_array(json_array(t.id, t.source, t.carrier_code, \
+             t.occurred_at, t.sequence)) FROM timeline t \
+             WHERE t.handoff_id = handoffs.id AND t.carrier_code IS NOT NULL) AS seen \
+             FROM handoffs WHERE {column} = ?1",
             *SNAPSHOT_COLUMNS
         )
     })
 });
 
-pub(super) static SEEN_EVENTS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {SEEN_COLUMNS} FROM timeline WHERE handoff_id = ?1 AND carrier_code IS NOT NULL"
-    )
-});
-
-static UPDATE_EVENT_HANDOFF: LazyLock<String> = LazyLock::new(|| {
-    let set: Vec<String> = WRITTEN_COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, column)| format!("{column} = ?{}", i + 2))
-        .collect();
-    format!("UPDATE handoffs SET {} WHERE id = ?1", set.join(", "))
-});
+/// The carrier events a handoff has seen, oldest first, from a JSON array
+/// of `[id, source, code, occurred_at, sequence]`.
+fn seen_rows(json: &str) -> Result<Vec<SeenRow>, StoreError> {
+    let mut rows: Vec<(i64, String, i64, i64, Option<i64>)> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("seen carrier events: {e}")))?;
+    rows.sort_by_key(|r| r.0);
+    rows.into_iter()
+        .map(|(id, source, code, at, sequence)| {
+            Ok(SeenRow {
+                at: EntryRef::Stored(id),
+                event: SeenEvent {
+                    source: parse("source", &source)?,
+                    code,
+                    occurred_at: from_ms(at)?,
+                },
+                sequence,
+            })
+        })
+        .collect()
+}
 
 impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
@@ -408,30 +419,36 @@ pub(super) fn apply_events(
         let mut select = c.prepare_cached(&EVENT_HANDOFFS[key.index()])?;
         let mut rows = select.query([key.value()])?;
         while let Some(row) = rows.next()? {
-            let h = EventHandoff::from_row(row)?;
+            let mut h = EventHandoff::from_row(row)?;
             if !handoffs.iter().any(|k| k.handoff.id == h.handoff.id) {
+                h.seen = seen_rows(&row.get::<_, String>("seen")?)?;
                 handoffs.push(h);
             }
         }
     }
-    let mut seen = Vec::new();
-    for h in &handoffs {
-        let mut select = c.prepare_cached(&SEEN_EVENTS)?;
-        let mut rows = select.query([h.handoff.id.as_str()])?;
-        while let Some(row) = rows.next()? {
-            seen.push(SeenRow::from_row(row)?);
-        }
-    }
-    EventHandoff::attach_seen(&mut handoffs, seen);
     let plan = carrier_events::plan(handoffs, events, context, now)?;
     for h in &plan.handoffs {
+        // Only what changed: a column named in the statement costs an index
+        // write on SQLite even when its value stays.
+        let changed = h.changed_columns();
+        if changed.is_empty() {
+            continue;
+        }
+        let set: Vec<String> = changed
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| format!("{} = ?{}", WRITTEN_COLUMNS[i], n + 2))
+            .collect();
         let values = h.written();
-        let mut cells: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(values.len() + 1);
         let id = h.handoff.id.as_str();
+        let mut cells: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(changed.len() + 1);
         cells.push(&id);
-        cells.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
-        c.prepare_cached(&UPDATE_EVENT_HANDOFF)?
-            .execute(cells.as_slice())?;
+        cells.extend(changed.iter().map(|&i| &values[i] as &dyn rusqlite::ToSql));
+        c.prepare_cached(&format!(
+            "UPDATE handoffs SET {} WHERE id = ?1",
+            set.join(", ")
+        ))?
+        .execute(cells.as_slice())?;
     }
     for id in &plan.stop_create_jobs {
         end_create_job(c, id, now)?;
