@@ -36,6 +36,7 @@ on_both_backends!(
     an_adopted_order_and_carrier_events_are_relayed_in_sequence,
     a_batch_of_carrier_events_records_what_they_record_one_by_one,
     callbacks_are_claimed_head_first_per_handoff_across_owners,
+    concurrent_callback_outcomes_are_each_recorded_once,
     a_dead_callback_holds_the_queue_until_replayed,
     a_cancel_before_any_call_cancels_at_once,
     an_event_for_an_unknown_order_changes_nothing,
@@ -608,6 +609,49 @@ async fn callbacks_are_claimed_head_first_per_handoff_across_owners(store: Share
             .unwrap(),
         "only the lease holder may finish it"
     );
+}
+
+async fn concurrent_callback_outcomes_are_each_recorded_once(store: SharedStore) {
+    let now = start();
+    let mut handoffs = Vec::new();
+    for n in 0..8 {
+        handoffs.push(with_order(&store, &format!("G-{n}"), now).await);
+    }
+    let heads = store.claim_callbacks("a", now, LEASE, 50).await.unwrap();
+    assert_eq!(heads.len(), 8, "each handoff's order_created callback");
+    // Every outcome at once, the first one reported twice, and the second
+    // reported by an owner that does not hold its lease.
+    let mut reports = Vec::new();
+    for (i, job) in heads.iter().enumerate() {
+        let owner = if i == 1 { "b" } else { "a" };
+        reports.push(store.finish_callback(job, owner, now, CallbackOutcome::Delivered));
+    }
+    reports.push(store.finish_callback(&heads[0], "a", now, CallbackOutcome::Delivered));
+    let held = futures_util::future::join_all(reports)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
+    let first_twice = [held[0], held[8]];
+    assert_eq!(
+        first_twice.iter().filter(|h| **h).count(),
+        1,
+        "an outcome reported twice is recorded once: {held:?}"
+    );
+    assert!(!held[1], "another owner's lease records nothing");
+    assert!(held[2..8].iter().all(|h| *h), "{held:?}");
+    // The refused one is still pending under a's lease; the rest are done.
+    for (i, job) in heads.iter().enumerate() {
+        let record = store.callback(&job.id).await.unwrap().unwrap();
+        let want = if i == 1 {
+            CallbackState::Pending
+        } else {
+            CallbackState::Delivered
+        };
+        assert_eq!(record.state, want, "callback {i}");
+        assert_eq!(record.attempts, u32::from(i != 1), "callback {i}");
+    }
+    assert_eq!(handoffs.len(), 8);
 }
 
 async fn a_dead_callback_holds_the_queue_until_replayed(store: SharedStore) {

@@ -9,6 +9,7 @@
 mod admin;
 mod events;
 mod group;
+mod outcomes;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Group commit of intake requests.
     intake: crate::store::group::IntakeQueue,
+    /// Group commit of callback outcomes.
+    outcomes: outcomes::OutcomeQueue,
 }
 
 impl PostgresStore {
@@ -63,7 +66,12 @@ impl PostgresStore {
         // Leases are left alone: other processes may hold them; a crashed
         // process's ones expire on the database's clock and are taken over.
         let intake = group::start(pool.clone());
-        Ok(Self { pool, intake })
+        let outcomes = outcomes::OutcomeQueue::start(pool.clone());
+        Ok(Self {
+            pool,
+            intake,
+            outcomes,
+        })
     }
 }
 
@@ -1144,50 +1152,7 @@ impl Store for PostgresStore {
         now: jiff::Timestamp,
         outcome: CallbackOutcome,
     ) -> Result<bool, StoreError> {
-        let now_ms = ms(now);
-        let (state, at, status, error) = match &outcome {
-            CallbackOutcome::Delivered => ("delivered", now_ms, None, None),
-            CallbackOutcome::Retry { at, status, error } => {
-                ("pending", ms(*at), *status, Some(error.as_str()))
-            }
-            CallbackOutcome::Dead { status, error } => {
-                ("dead", now_ms, *status, Some(error.as_str()))
-            }
-        };
-        let mut tx = self.pool.begin().await?;
-        let held = sqlx::query(
-            "UPDATE callbacks SET state = $1, next_attempt_at = $2, attempts = attempts + 1, \
-             last_status = COALESCE($3, last_status), last_error = $4, lease_owner = NULL, lease_expires_at = NULL, \
-             delivered_at = CASE WHEN $1 = 'delivered' THEN $5 ELSE NULL END \
-             WHERE id = $6 AND lease_owner = $7 AND lease_expires_at > clock_timestamp()",
-        )
-        .bind(state)
-        .bind(at)
-        .bind(status.map(i64::from))
-        .bind(error)
-        .bind(now_ms)
-        .bind(&job.id)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if held != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        if outcome == CallbackOutcome::Delivered {
-            // The next callback reaches the head now: its deadline starts.
-            sqlx::query(
-                "UPDATE callbacks SET head_since = $1 WHERE handoff_id = $2 AND sequence = $3 AND state = 'pending'",
-            )
-            .bind(now_ms)
-            .bind(job.handoff_id.as_str())
-            .bind(job.sequence as i64 + 1)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        self.outcomes.finish(job, owner, now, outcome).await
     }
 
     async fn replay_dead_callbacks(
