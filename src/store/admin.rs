@@ -280,6 +280,10 @@ pub fn median_seconds(ms: &mut [i64]) -> Option<f64> {
 /// Operators' actions and reports over the store.
 #[async_trait]
 pub trait AdminStore: Send + Sync + 'static {
+    /// The pool the store's shared reads (`store/reads.rs`) go through.
+    #[doc(hidden)]
+    fn read_pool(&self) -> super::ReadPool<'_>;
+
     /// A `failed` handoff goes back to `received`, relayed (source
     /// `operator`); its create job is pending again with a fresh retry budget
     /// and begins with a lookup, so a replay never makes a second order.
@@ -320,10 +324,14 @@ pub trait AdminStore: Send + Sync + 'static {
         state: CallbackState,
         limit: u32,
         cursor: Option<&str>,
-    ) -> Result<CallbackPage, StoreError>;
+    ) -> Result<CallbackPage, StoreError> {
+        self.read_pool().list_callbacks(state, limit, cursor).await
+    }
 
     /// One callback.
-    async fn callback(&self, id: &str) -> Result<Option<CallbackRecord>, StoreError>;
+    async fn callback(&self, id: &str) -> Result<Option<CallbackRecord>, StoreError> {
+        self.read_pool().callback(id).await
+    }
 
     /// Sends a dead callback again (same `webhook-id` and body, fresh retry
     /// budget), noting it on its handoff's timeline.
@@ -343,7 +351,9 @@ pub trait AdminStore: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 
     /// Statistics of the handoffs created on Vietnam dates `from..=to`.
-    async fn stats(&self, from: Date, to: Date) -> Result<Vec<StatsRow>, StoreError>;
+    async fn stats(&self, from: Date, to: Date) -> Result<Vec<StatsRow>, StoreError> {
+        self.read_pool().stats(from, to).await
+    }
 }
 
 #[cfg(test)]

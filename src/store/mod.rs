@@ -4,10 +4,12 @@
 //! the workers and a backend; `sqlite` and `postgres` implement it.
 
 pub mod admin;
+pub use reads::ReadPool;
 mod carrier_events;
 mod group;
 pub mod health;
 pub mod postgres;
+mod reads;
 mod shared;
 pub mod sqlite;
 
@@ -369,7 +371,9 @@ pub struct QueueStats {
 #[async_trait]
 pub trait Store: AdminStore + Send + Sync + 'static {
     /// Answers when the store can serve requests.
-    async fn ping(&self) -> Result<(), StoreError>;
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read_pool().ping().await
+    }
 
     /// Records a handoff and its postal create job, or finds the one the client
     /// created before with the same `request_id`.
@@ -380,10 +384,14 @@ pub trait Store: AdminStore + Send + Sync + 'static {
         &self,
         client: Option<&str>,
         id: &HandoffId,
-    ) -> Result<Option<Handoff>, StoreError>;
+    ) -> Result<Option<Handoff>, StoreError> {
+        self.read_pool().handoff(client, id).await
+    }
 
     /// The handoff's timeline, oldest first.
-    async fn timeline(&self, id: &HandoffId) -> Result<Vec<TimelineEntry>, StoreError>;
+    async fn timeline(&self, id: &HandoffId) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.read_pool().timeline(id).await
+    }
 
     /// Handoffs matching the filter, newest first.
     async fn list_handoffs(
@@ -391,7 +399,9 @@ pub trait Store: AdminStore + Send + Sync + 'static {
         filter: &HandoffFilter,
         limit: u32,
         cursor: Option<&str>,
-    ) -> Result<Page, StoreError>;
+    ) -> Result<Page, StoreError> {
+        self.read_pool().list_handoffs(filter, limit, cursor).await
+    }
 
     /// Records an intake system's cancel request: stops a create job that
     /// has not called Vietnam Post yet (then the handoff is cancelled at
@@ -412,11 +422,17 @@ pub trait Store: AdminStore + Send + Sync + 'static {
         quiet_since: Timestamp,
         cod_since: Timestamp,
         limit: u32,
-    ) -> Result<Vec<QuietHandoff>, StoreError>;
+    ) -> Result<Vec<QuietHandoff>, StoreError> {
+        self.read_pool()
+            .quiet_handoffs(quiet_since, cod_since, limit)
+            .await
+    }
 
     /// COD returns delivered before `cod_since` whose COD Vietnam Post has not
     /// reported paid (`bcci_cod_unsettled`).
-    async fn count_cod_unsettled(&self, cod_since: Timestamp) -> Result<u64, StoreError>;
+    async fn count_cod_unsettled(&self, cod_since: Timestamp) -> Result<u64, StoreError> {
+        self.read_pool().count_cod_unsettled(cod_since).await
+    }
 
     /// Records the item code of a handoff's order that had none, when the
     /// handoff's order is still `original_id`. True when recorded.
@@ -454,13 +470,19 @@ pub trait Store: AdminStore + Send + Sync + 'static {
     /// Handoffs per (kind, status), for the `bcci_handoffs` gauge.
     async fn handoff_counts(
         &self,
-    ) -> Result<Vec<(crate::domain::Kind, crate::domain::Status, u64)>, StoreError>;
+    ) -> Result<Vec<(crate::domain::Kind, crate::domain::Status, u64)>, StoreError> {
+        self.read_pool().handoff_counts().await
+    }
 
     /// Counts the number of handoffs in total (tests and stats).
-    async fn count_handoffs(&self) -> Result<u64, StoreError>;
+    async fn count_handoffs(&self) -> Result<u64, StoreError> {
+        self.read_pool().count_handoffs().await
+    }
 
     /// Counts pending postal jobs (tests and metrics).
-    async fn count_pending_postal_jobs(&self) -> Result<u64, StoreError>;
+    async fn count_pending_postal_jobs(&self) -> Result<u64, StoreError> {
+        self.read_pool().count_pending_postal_jobs().await
+    }
 
     /// Claims up to `limit` due postal jobs for `owner` until `now + lease`.
     async fn claim_postal_jobs(
@@ -509,7 +531,9 @@ pub trait Store: AdminStore + Send + Sync + 'static {
     ) -> Result<Vec<SettledOrder>, StoreError>;
 
     /// The postal queue as a whole (every process exports it).
-    async fn postal_queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;
+    async fn postal_queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError> {
+        self.read_pool().queue_stats("postal_jobs", now).await
+    }
 
     /// Records carrier events in one transaction: each is matched to its
     /// handoff, run through the state machine, and its effects (status,
@@ -559,11 +583,17 @@ pub trait Store: AdminStore + Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 
     /// The callback queue as a whole.
-    async fn callback_queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;
+    async fn callback_queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError> {
+        self.read_pool().queue_stats("callbacks", now).await
+    }
 
     /// Pending callbacks of a handoff in sequence order: (sequence, type, body).
-    async fn callbacks_of(&self, id: &HandoffId)
-    -> Result<Vec<(u64, String, Vec<u8>)>, StoreError>;
+    async fn callbacks_of(
+        &self,
+        id: &HandoffId,
+    ) -> Result<Vec<(u64, String, Vec<u8>)>, StoreError> {
+        self.read_pool().callbacks_of(id).await
+    }
 
     /// Gives back every lease `owners` still hold (at shutdown, after the
     /// grace period), so other processes need not wait for them to expire.

@@ -6,19 +6,16 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use jiff::civil::Date;
 use sqlx::Row;
 
 use super::{PostgresStore, insert_timeline, lock_handoff, move_handoff, record_change};
 use crate::domain::callback::{BodyFormat, CallbackType};
-use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status};
+use crate::domain::{Effect, Handoff, HandoffId, Source, Status};
 use crate::store::admin::{
-    AdminOutcome, AdminStore, CallbackPage, CallbackRecord, CallbackReplay, CallbackState,
-    Resolution, StatsBuilder, StatsFacts, StatsRow,
+    AdminOutcome, AdminStore, CallbackRecord, CallbackReplay, CallbackState, Resolution,
 };
 use crate::store::shared::{
     CALLBACKS, Change, HANDOFF_COLUMNS, TimelineDraft, callback_from_row, handoff_from_row, parse,
-    start_of,
 };
 use crate::store::{StoreError, ms};
 
@@ -155,6 +152,10 @@ pub(super) async fn requeue_dead(
 
 #[async_trait]
 impl AdminStore for PostgresStore {
+    fn read_pool(&self) -> crate::store::ReadPool<'_> {
+        crate::store::ReadPool::Postgres(&self.pool)
+    }
+
     #[tracing::instrument(skip_all, fields(handoff_id = %id))]
     async fn replay_failed_handoff(
         &self,
@@ -276,39 +277,6 @@ impl AdminStore for PostgresStore {
         Ok(AdminOutcome::Done(Box::new(handoff)))
     }
 
-    async fn list_callbacks(
-        &self,
-        state: CallbackState,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<CallbackPage, StoreError> {
-        let sql = format!(
-            "SELECT * FROM {CALLBACKS} \
-             WHERE (CASE $1 \
-                WHEN 'held' THEN x.state = 'pending' AND x.behind_dead \
-                WHEN 'pending' THEN x.state = 'pending' AND NOT x.behind_dead \
-                ELSE x.state = $1 END) \
-             AND ($2 IS NULL OR x.id > $2) ORDER BY x.id LIMIT $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(state.as_str())
-            .bind(cursor)
-            .bind(i64::from(limit) + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows
-            .iter()
-            .map(callback_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let (items, next_cursor) = crate::store::cut_page(items, limit, |c| c.id.clone());
-        Ok(CallbackPage { items, next_cursor })
-    }
-
-    async fn callback(&self, id: &str) -> Result<Option<CallbackRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        read_callback(&mut conn, id).await
-    }
-
     #[tracing::instrument(skip_all)]
     async fn replay_callback(
         &self,
@@ -368,32 +336,5 @@ impl AdminStore for PostgresStore {
         tx.commit().await?;
         tracing::info!(replayed = n, "dead callbacks replayed by an operator");
         Ok(n)
-    }
-
-    async fn stats(&self, from: Date, to: Date) -> Result<Vec<StatsRow>, StoreError> {
-        let end = to.tomorrow().map_or(i64::MAX, start_of);
-        let rows = sqlx::query(
-            "SELECT client, agency_code, kind, status, created_at, order_created_at, picked_up_at, \
-             delivered_at, sla_due_at FROM handoffs WHERE created_at >= $1 AND created_at < $2",
-        )
-        .bind(start_of(from))
-        .bind(end)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut builder = StatsBuilder::default();
-        for r in &rows {
-            builder.add(StatsFacts {
-                client: r.try_get("client")?,
-                agency_code: r.try_get("agency_code")?,
-                kind: parse::<Kind>("kind", r.try_get("kind")?)?,
-                status: parse::<Status>("status", r.try_get("status")?)?,
-                created_at: r.try_get("created_at")?,
-                order_created_at: r.try_get("order_created_at")?,
-                picked_up_at: r.try_get("picked_up_at")?,
-                delivered_at: r.try_get("delivered_at")?,
-                sla_due_at: r.try_get("sla_due_at")?,
-            });
-        }
-        Ok(builder.rows())
     }
 }

@@ -16,16 +16,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Row, migrate::Migrator};
+use sqlx::migrate::Migrator;
 
-use super::shared::{HANDOFF_COLUMNS, handoff_from_row, parse, timeline_from_row};
+use super::shared::{HANDOFF_COLUMNS, handoff_from_row};
 use super::{
-    CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, HandoffFilter, IncomingCarrierEvent,
-    NewHandoff, Page, PostalJob, PostalOutcome, QueueStats, Store, StoreError, from_ms, ms,
+    CallbackJob, CallbackOutcome, CreateOutcome, EventOutcome, IncomingCarrierEvent, NewHandoff,
+    PostalJob, PostalOutcome, Store, StoreError, ms,
 };
 use crate::config::StoreSettings;
 use crate::domain::callback::BodyFormat;
-use crate::domain::{Handoff, HandoffId, Kind, Source, Status, TimelineEntry};
+use crate::domain::{HandoffId, Kind, Source};
 use writer::Writer;
 
 /// What every connection of the store sets, sqlx's and the writer's
@@ -141,99 +141,11 @@ fn take_lock(db: &Path) -> anyhow::Result<File> {
     }
 }
 
-/// Depth, oldest age and dead letters of a queue table.
-async fn queue_stats(
-    pool: &SqlitePool,
-    table: &'static str,
-    now: jiff::Timestamp,
-) -> Result<QueueStats, StoreError> {
-    let sql = format!(
-        "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS depth, \
-         MIN(created_at) FILTER (WHERE state = 'pending') AS oldest, \
-         COUNT(*) FILTER (WHERE state = 'dead') AS dead FROM {table}"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .fetch_one(pool)
-        .await?;
-    let oldest: Option<i64> = row.try_get("oldest")?;
-    Ok(QueueStats {
-        depth: row.try_get::<i64, _>("depth")? as u64,
-        oldest_age_s: oldest.map_or(0.0, |o| ((ms(now) - o).max(0) as f64) / 1000.0),
-        dead: row.try_get::<i64, _>("dead")? as u64,
-    })
-}
-
 #[async_trait]
 impl Store for SqliteStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     #[tracing::instrument(skip_all, fields(handoff_id = %new.id))]
     async fn create_handoff(&self, new: NewHandoff) -> Result<CreateOutcome, StoreError> {
         self.writer.create(new).await
-    }
-
-    #[tracing::instrument(skip_all, fields(handoff_id = %id))]
-    async fn handoff(
-        &self,
-        client: Option<&str>,
-        id: &HandoffId,
-    ) -> Result<Option<Handoff>, StoreError> {
-        let sql = format!(
-            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = ?1 AND (?2 IS NULL OR client = ?2)"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .bind(client)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(handoff_from_row).transpose()
-    }
-
-    #[tracing::instrument(skip_all, fields(handoff_id = %id))]
-    async fn timeline(&self, id: &HandoffId) -> Result<Vec<TimelineEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT sequence, status, effect, occurred_at, source, carrier_code, carrier_text, \
-             carrier_location, reason, operator FROM timeline WHERE handoff_id = ? ORDER BY id",
-        )
-        .bind(id.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(timeline_from_row).collect()
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn list_handoffs(
-        &self,
-        filter: &HandoffFilter,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Page, StoreError> {
-        let sql = format!(
-            "SELECT {HANDOFF_COLUMNS} FROM handoffs \
-             WHERE (?1 IS NULL OR client = ?1) AND (?2 IS NULL OR dossier_code = ?2) \
-             AND (?3 IS NULL OR request_id = ?3) AND (?4 IS NULL OR status = ?4) \
-             AND (?5 IS NULL OR tracking_number = ?5) AND (?6 IS NULL OR id < ?6) \
-             ORDER BY id DESC LIMIT ?7"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(filter.client.as_deref())
-            .bind(filter.dossier_code.as_deref())
-            .bind(filter.request_id.as_deref())
-            .bind(filter.status.map(Status::as_str))
-            .bind(filter.tracking_number.as_deref())
-            .bind(cursor)
-            .bind(i64::from(limit) + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows
-            .iter()
-            .map(handoff_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let (items, next_cursor) = super::cut_page(items, limit, |h| h.id.to_string());
-        Ok(Page { items, next_cursor })
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %id))]
@@ -249,51 +161,6 @@ impl Store for SqliteStore {
         self.writer
             .run(move |c| writes::request_cancel(c, &client, &id, format, now))
             .await
-    }
-
-    async fn quiet_handoffs(
-        &self,
-        quiet_since: jiff::Timestamp,
-        cod_since: jiff::Timestamp,
-        limit: u32,
-    ) -> Result<Vec<super::QuietHandoff>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id, client, created_at, tracking_number, carrier_original_id FROM handoffs \
-             WHERE (tracking_number IS NOT NULL OR carrier_original_id IS NOT NULL) \
-             AND (status NOT IN ({terminal}) \
-                  OR (status = 'delivered' AND kind = 'return' AND cod_amount_vnd > 0 AND cod_settled = 0 \
-                      AND COALESCE(delivered_at, terminal_at) > ?3)) \
-             AND MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0), COALESCE(order_created_at, 0)) <= ?1 \
-             ORDER BY MAX(COALESCE(last_carrier_event_at, 0), COALESCE(polled_at, 0)) LIMIT ?2",
-            terminal = *super::shared::TERMINAL_STATUSES
-        )))
-        .bind(ms(quiet_since))
-        .bind(i64::from(limit))
-        .bind(ms(cod_since))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(super::QuietHandoff {
-                    id: super::shared::handoff_id(r.try_get("id")?)?,
-                    client: r.try_get("client")?,
-                    created_at: from_ms(r.try_get("created_at")?)?,
-                    tracking_number: r.try_get("tracking_number")?,
-                    original_id: r.try_get("carrier_original_id")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn count_cod_unsettled(&self, cod_since: jiff::Timestamp) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM handoffs WHERE status = 'delivered' AND kind = 'return' \
-             AND cod_amount_vnd > 0 AND cod_settled = 0 AND COALESCE(delivered_at, terminal_at) <= ?",
-        )
-        .bind(ms(cod_since))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n as u64)
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %id))]
@@ -355,36 +222,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn handoff_counts(&self) -> Result<Vec<(Kind, Status, u64)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT kind, status, COUNT(*) AS n FROM handoffs GROUP BY kind, status")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    parse::<Kind>("kind", r.try_get("kind")?)?,
-                    parse::<Status>("status", r.try_get("status")?)?,
-                    r.try_get::<i64, _>("n")? as u64,
-                ))
-            })
-            .collect()
-    }
-
-    async fn count_handoffs(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM handoffs")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n as u64)
-    }
-
-    async fn count_pending_postal_jobs(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM postal_jobs WHERE state = 'pending'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n as u64)
-    }
-
     #[tracing::instrument(skip_all)]
     async fn claim_postal_jobs(
         &self,
@@ -442,10 +279,6 @@ impl Store for SqliteStore {
         self.writer
             .run(move |c| writes::settle_orders(c, &id, &orders, format, now))
             .await
-    }
-
-    async fn postal_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
-        queue_stats(&self.pool, "postal_jobs", now).await
     }
 
     #[tracing::instrument(skip_all, fields(events = events.len()))]
@@ -516,31 +349,6 @@ impl Store for SqliteStore {
         self.writer
             .run(move |c| writes::requeue_dead(c, id.as_deref(), now))
             .await
-    }
-
-    async fn callback_queue_stats(&self, now: jiff::Timestamp) -> Result<QueueStats, StoreError> {
-        queue_stats(&self.pool, "callbacks", now).await
-    }
-
-    async fn callbacks_of(
-        &self,
-        id: &HandoffId,
-    ) -> Result<Vec<(u64, String, Vec<u8>)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT sequence, event_type, body FROM callbacks WHERE handoff_id = ? ORDER BY sequence",
-        )
-        .bind(id.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<i64, _>("sequence")? as u64,
-                    r.try_get("event_type")?,
-                    r.try_get("body")?,
-                ))
-            })
-            .collect()
     }
 
     async fn release_leases(&self, owners: &[&str]) -> Result<u64, StoreError> {
