@@ -177,10 +177,18 @@ impl HandoffRequest {
         serde_json::to_value(self).expect("a request always serializes")
     }
 
-    /// SHA-256 of the canonical form: all the gateway keeps for idempotency.
+    /// The canonical form as stored (the handoff's details), and its
+    /// SHA-256: all the gateway keeps for idempotency. One serialization
+    /// serves both.
+    pub fn canonical_form(&self) -> (String, [u8; 32]) {
+        let text = serde_json::to_string(self).expect("a request always serializes");
+        let sha = Sha256::digest(text.as_bytes()).into();
+        (text, sha)
+    }
+
+    /// SHA-256 of the canonical form.
     pub fn canonical_sha256(&self) -> [u8; 32] {
-        let bytes = serde_json::to_vec(self).expect("a request always serializes");
-        Sha256::digest(bytes).into()
+        self.canonical_form().1
     }
 }
 

@@ -228,15 +228,13 @@ async fn create(
     let (tree, origin) = body::read_tree(format, &bytes)?;
     *kind_label = body::kind_label(&tree);
     let parsed = body::parse_tree(&tree, origin, &state.rules)?;
-    let request_sha256 = parsed.canonical_sha256();
     let now = state.clock.now();
-    let new = NewHandoff {
-        id: HandoffId::new(now.as_millisecond().max(0) as u64, rand::random()),
-        client: client.name.clone(),
-        request: parsed,
-        request_sha256,
+    let new = NewHandoff::new(
+        HandoffId::new(now.as_millisecond().max(0) as u64, rand::random()),
+        client.name.clone(),
+        parsed,
         now,
-    };
+    );
     match state.store.create_handoff(new).await {
         Ok(CreateOutcome::Created(handoff)) => Ok(Created::New(handoff)),
         Ok(CreateOutcome::Existing {

@@ -33,9 +33,6 @@ const QUEUE: usize = 4096;
 /// One intake request waiting for its group's commit.
 pub(super) struct Pending {
     pub(super) new: NewHandoff,
-    /// The request as stored (`details`), serialized by the caller so the
-    /// writer spends its time writing.
-    pub(super) details: String,
     pub(super) reply: oneshot::Sender<Result<CreateOutcome, StoreError>>,
 }
 
@@ -43,18 +40,9 @@ impl Pending {
     /// A request for the writer, and where its answer will come.
     pub(super) fn new(
         new: NewHandoff,
-    ) -> Result<(Self, oneshot::Receiver<Result<CreateOutcome, StoreError>>), StoreError> {
-        // Serialized here, on the caller's task, so the writer spends its
-        // time writing.
-        let details = serde_json::to_string(&new.request)
-            .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
+    ) -> (Self, oneshot::Receiver<Result<CreateOutcome, StoreError>>) {
         let (reply, answer) = oneshot::channel();
-        let pending = Pending {
-            new,
-            details,
-            reply,
-        };
-        Ok((pending, answer))
+        (Pending { new, reply }, answer)
     }
 
     pub(super) fn key(&self) -> (&str, &str) {
@@ -88,7 +76,7 @@ impl IntakeQueue {
 
     /// Records the handoff in the next group; answers once it is committed.
     pub(super) async fn create(&self, new: NewHandoff) -> Result<CreateOutcome, StoreError> {
-        let (pending, answer) = Pending::new(new)?;
+        let (pending, answer) = Pending::new(new);
         self.queue
             .send(pending)
             .await

@@ -60,8 +60,32 @@ pub struct NewHandoff {
     pub id: HandoffId,
     pub client: String,
     pub request: HandoffRequest,
+    /// SHA-256 of the request's canonical form.
     pub request_sha256: [u8; 32],
+    /// The canonical form, stored as the handoff's details (personal).
+    details: String,
     pub now: Timestamp,
+}
+
+impl NewHandoff {
+    /// The handoff `client` asks for with `request`: its canonical form is
+    /// serialized once, for the details stored and for their hash.
+    pub fn new(id: HandoffId, client: String, request: HandoffRequest, now: Timestamp) -> Self {
+        let (details, request_sha256) = request.canonical_form();
+        NewHandoff {
+            id,
+            client,
+            request,
+            request_sha256,
+            details,
+            now,
+        }
+    }
+
+    /// The request as stored.
+    pub(crate) fn details(&self) -> &str {
+        &self.details
+    }
 }
 
 /// What recording a new handoff did.

@@ -877,13 +877,7 @@ async fn stats_dataset(store: &SharedStore, db: &Path) -> String {
         let now = ts(created);
         let id = HandoffId::new(now.as_millisecond() as u64, u128::from(n));
         store
-            .create_handoff(NewHandoff {
-                id: id.clone(),
-                client: client.into(),
-                request_sha256: request.canonical_sha256(),
-                request,
-                now,
-            })
+            .create_handoff(NewHandoff::new(id.clone(), client.into(), request, now))
             .await
             .unwrap();
         (id, n, now)
@@ -1087,13 +1081,12 @@ async fn stopped_store() -> StoppedStore {
             HandoffRequest::parse(&request_body(request_id), Origin::Json, &rules).unwrap();
         let id = HandoffId::new(t.as_millisecond() as u64 + i as u64, 1);
         store
-            .create_handoff(NewHandoff {
-                id: id.clone(),
-                client: CONDAO.into(),
-                request_sha256: request.canonical_sha256(),
+            .create_handoff(NewHandoff::new(
+                id.clone(),
+                CONDAO.into(),
                 request,
-                now: t + SignedDuration::from_secs(i as i64),
-            })
+                t + SignedDuration::from_secs(i as i64),
+            ))
             .await
             .unwrap();
         ids.push(id);

@@ -91,13 +91,12 @@ fn request(request_id: &str) -> HandoffRequest {
 }
 
 fn new_handoff(request: HandoffRequest, now: Timestamp) -> NewHandoff {
-    NewHandoff {
-        id: HandoffId::new(now.as_millisecond() as u64, rand::random()),
-        client: CLIENT.into(),
-        request_sha256: request.canonical_sha256(),
+    NewHandoff::new(
+        HandoffId::new(now.as_millisecond() as u64, rand::random()),
+        CLIENT.into(),
         request,
         now,
-    }
+    )
 }
 
 async fn created(store: &SharedStore, request_id: &str, now: Timestamp) -> HandoffId {

@@ -105,7 +105,7 @@ async fn insert_group(conn: &mut PgConnection, group: &[Pending]) -> Result<Vec<
                 .map(|p| p.new.request.cod_amount_vnd as i64)
                 .collect::<Vec<i64>>(),
         )
-        .bind(column(|p| &p.details))
+        .bind(column(|p| p.new.details()))
         .bind(
             firsts
                 .iter()
@@ -143,7 +143,7 @@ async fn insert_one(conn: &mut PgConnection, p: &Pending) -> Slot {
             .bind(&n.request.dossier_code)
             .bind(&n.request.agency.code)
             .bind(n.request.cod_amount_vnd as i64)
-            .bind(&p.details)
+            .bind(p.new.details())
             .bind(n.request.due_at.map(ms))
             .bind(now)
             .bind(now)

@@ -59,7 +59,7 @@ fn insert(
         n.request.dossier_code,
         n.request.agency.code,
         n.request.cod_amount_vnd as i64,
-        p.details,
+        p.new.details(),
         n.request.due_at.map(ms),
         now,
     ])? == 1;
@@ -147,13 +147,12 @@ pub(super) mod tests {
     ) -> NewHandoff {
         let request = request(request_id, dossier_code);
         let now = jiff::Timestamp::from_second(1_790_000_000).unwrap();
-        NewHandoff {
-            id: HandoffId::new(now.as_millisecond() as u64, n),
-            client: "motcua".into(),
-            request_sha256: request.canonical_sha256(),
+        NewHandoff::new(
+            HandoffId::new(now.as_millisecond() as u64, n),
+            "motcua".into(),
             request,
             now,
-        }
+        )
     }
 
     fn write_group(
@@ -166,7 +165,6 @@ pub(super) mod tests {
     fn pending(new: NewHandoff) -> Pending {
         use tokio::sync::oneshot;
         Pending {
-            details: serde_json::to_string(&new.request).unwrap(),
             new,
             reply: oneshot::channel().0,
         }

@@ -106,7 +106,7 @@ impl Writer {
 
     /// Records the handoff in the next group; answers once it is committed.
     pub(super) async fn create(&self, new: NewHandoff) -> Result<CreateOutcome, StoreError> {
-        let (pending, answer) = Pending::new(new)?;
+        let (pending, answer) = Pending::new(new);
         self.send(Command::Intake(Box::new(pending))).await?;
         answer
             .await
