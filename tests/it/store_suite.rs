@@ -30,6 +30,7 @@ on_both_backends!(
     a_request_id_is_stored_once_and_answered_again,
     racing_duplicates_store_one_handoff,
     claims_never_hand_one_job_to_two_owners,
+    concurrent_attempt_starts_are_each_recorded,
     an_expired_lease_is_taken_over_and_its_unfinished_create_is_looked_up,
     no_call_starts_when_less_than_one_call_timeout_of_lease_is_left,
     released_leases_are_taken_at_once_and_their_create_looked_up_first,
@@ -321,6 +322,39 @@ async fn claims_never_hand_one_job_to_two_owners(store: SharedStore) {
     let unique: HashSet<_> = all.iter().copied().collect();
     assert_eq!(all.len(), 40, "every job claimed once: {all:?}");
     assert_eq!(unique.len(), 40);
+}
+
+async fn concurrent_attempt_starts_are_each_recorded(store: SharedStore) {
+    let now = start();
+    for i in 0..6 {
+        created(&store, &format!("S-{i}"), now).await;
+    }
+    let jobs = store.claim_postal_jobs("a", now, LEASE, 10).await.unwrap();
+    assert_eq!(jobs.len(), 6);
+    // Every start at once: the first job twice, the second by an owner
+    // without its lease, the third asking for more lease than is left.
+    let mut starts = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let owner = if i == 1 { "b" } else { "a" };
+        let must_remain = if i == 2 { LEASE * 2 } else { Duration::ZERO };
+        starts.push(store.start_postal_attempt(job, owner, now, must_remain));
+    }
+    starts.push(store.start_postal_attempt(&jobs[0], "a", now, Duration::ZERO));
+    let started = futures_util::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
+    assert_eq!(started, vec![true, false, false, true, true, true, true]);
+    // Given back, the jobs show what was recorded: two attempts for the
+    // first (each start counts), none for the refused ones.
+    store.release_leases(&["a"]).await.unwrap();
+    let again = store.claim_postal_jobs("c", now, LEASE, 10).await.unwrap();
+    let attempts = |id: i64| again.iter().find(|j| j.id == id).unwrap().attempts;
+    assert_eq!(attempts(jobs[0].id), 2);
+    assert_eq!(attempts(jobs[1].id), 0);
+    assert_eq!(attempts(jobs[2].id), 0);
+    assert!(jobs[3..].iter().all(|j| attempts(j.id) == 1));
 }
 
 async fn an_expired_lease_is_taken_over_and_its_unfinished_create_is_looked_up(store: SharedStore) {

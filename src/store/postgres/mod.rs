@@ -9,7 +9,7 @@
 mod admin;
 mod events;
 mod group;
-mod outcomes;
+mod grouped;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -46,7 +46,9 @@ pub struct PostgresStore {
     /// Group commit of intake requests.
     intake: crate::store::group::IntakeQueue,
     /// Group commit of callback outcomes.
-    outcomes: outcomes::OutcomeQueue,
+    callback_finishes: grouped::GroupQueue<grouped::CallbackFinish>,
+    /// Group commit of postal attempts' starts.
+    postal_starts: grouped::GroupQueue<grouped::PostalStart>,
 }
 
 impl PostgresStore {
@@ -65,11 +67,11 @@ impl PostgresStore {
         // Leases are left alone: other processes may hold them; a crashed
         // process's ones expire on the database's clock and are taken over.
         let intake = group::start(pool.clone());
-        let outcomes = outcomes::OutcomeQueue::start(pool.clone());
         Ok(Self {
+            callback_finishes: grouped::GroupQueue::start(pool.clone()),
+            postal_starts: grouped::GroupQueue::start(pool.clone()),
             pool,
             intake,
-            outcomes,
         })
     }
 }
@@ -664,25 +666,9 @@ impl Store for PostgresStore {
         now: jiff::Timestamp,
         must_remain: Duration,
     ) -> Result<bool, StoreError> {
-        let now_ms = ms(now);
-        let creates = job.calls_create();
-        let updated = sqlx::query(
-            "UPDATE postal_jobs SET attempts = attempts + 1, \
-             first_attempt_at = COALESCE(first_attempt_at, $1), \
-             first_create_at = CASE WHEN $2 THEN COALESCE(first_create_at, $1) ELSE first_create_at END, \
-             attempt_started_at = CASE WHEN $2 THEN $1 ELSE NULL END, updated_at = $1 \
-             WHERE id = $3 AND lease_owner = $4 \
-               AND lease_expires_at >= clock_timestamp() + $5::float8 * INTERVAL '1 millisecond'",
-        )
-        .bind(now_ms)
-        .bind(creates)
-        .bind(job.id)
-        .bind(owner)
-        .bind(lease_ms(must_remain))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        self.postal_starts
+            .submit(grouped::PostalStart::new(job, owner, now, must_remain))
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(handoff_id = %job.handoff.id))]
@@ -984,7 +970,9 @@ impl Store for PostgresStore {
         now: jiff::Timestamp,
         outcome: CallbackOutcome,
     ) -> Result<bool, StoreError> {
-        self.outcomes.finish(job, owner, now, outcome).await
+        self.callback_finishes
+            .submit(grouped::CallbackFinish::new(job, owner, now, outcome))
+            .await
     }
 
     async fn replay_dead_callbacks(
