@@ -383,6 +383,36 @@ pub enum CallbackOutcome {
     },
 }
 
+/// Where an outcome leaves its callback: its state, its next attempt (Unix
+/// milliseconds), the answer's status and the error, at `now`.
+pub(crate) struct CallbackSettlement<'a> {
+    pub state: &'static str,
+    pub next_attempt_at: i64,
+    pub status: Option<u16>,
+    pub error: Option<&'a str>,
+}
+
+impl CallbackOutcome {
+    pub(crate) fn settlement(&self, now: Timestamp) -> CallbackSettlement<'_> {
+        let settled = |state, status, error| CallbackSettlement {
+            state,
+            next_attempt_at: ms(now),
+            status,
+            error,
+        };
+        match self {
+            CallbackOutcome::Delivered => settled("delivered", None, None),
+            CallbackOutcome::Retry { at, status, error } => CallbackSettlement {
+                state: "pending",
+                next_attempt_at: ms(*at),
+                status: *status,
+                error: Some(error),
+            },
+            CallbackOutcome::Dead { status, error } => settled("dead", *status, Some(error)),
+        }
+    }
+}
+
 /// Depth, age and dead letters of a durable queue.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct QueueStats {

@@ -115,26 +115,19 @@ impl CallbackFinish {
         job: &CallbackJob,
         owner: &str,
         now: jiff::Timestamp,
-        outcome: CallbackOutcome,
+        outcome: &CallbackOutcome,
     ) -> Self {
-        let now = ms(now);
-        let (state, next_attempt_at, status, error) = match outcome {
-            CallbackOutcome::Delivered => ("delivered", now, None, None),
-            CallbackOutcome::Retry { at, status, error } => {
-                ("pending", ms(at), status, Some(error))
-            }
-            CallbackOutcome::Dead { status, error } => ("dead", now, status, Some(error)),
-        };
+        let s = outcome.settlement(now);
         CallbackFinish {
             id: job.id.clone(),
             handoff_id: job.handoff_id.as_str().to_owned(),
             sequence: job.sequence as i64,
             owner: owner.to_owned(),
-            state,
-            next_attempt_at,
-            status: status.map(i64::from),
-            error,
-            now,
+            state: s.state,
+            next_attempt_at: s.next_attempt_at,
+            status: s.status.map(i64::from),
+            error: s.error.map(str::to_owned),
+            now: ms(now),
         }
     }
 }

@@ -971,7 +971,7 @@ impl Store for PostgresStore {
         outcome: CallbackOutcome,
     ) -> Result<bool, StoreError> {
         self.callback_finishes
-            .submit(grouped::CallbackFinish::new(job, owner, now, outcome))
+            .submit(grouped::CallbackFinish::new(job, owner, now, &outcome))
             .await
     }
 

@@ -713,23 +713,24 @@ pub(super) fn finish_callback(
     outcome: &CallbackOutcome,
 ) -> Result<bool, StoreError> {
     let now_ms = ms(now);
-    let (state, at, status, error) = match outcome {
-        CallbackOutcome::Delivered => ("delivered", now_ms, None, None),
-        CallbackOutcome::Retry { at, status, error } => {
-            ("pending", ms(*at), *status, Some(error.as_str()))
-        }
-        CallbackOutcome::Dead { status, error } => ("dead", now_ms, *status, Some(error.as_str())),
-    };
-    let held = c
-        .prepare_cached(
+    let s = outcome.settlement(now);
+    let held =
+        c.prepare_cached(
             "UPDATE callbacks SET state = ?3, next_attempt_at = ?4, attempts = attempts + 1, \
              last_status = COALESCE(?5, last_status), last_error = ?6, \
              lease_owner = NULL, lease_expires_at = NULL, \
              delivered_at = CASE WHEN ?3 = 'delivered' THEN ?7 ELSE NULL END \
              WHERE id = ?1 AND lease_owner = ?2 AND lease_expires_at > ?7",
         )?
-        .execute(params![job.id, owner, state, at, status, error, now_ms])?
-        == 1;
+        .execute(params![
+            job.id,
+            owner,
+            s.state,
+            s.next_attempt_at,
+            s.status,
+            s.error,
+            now_ms
+        ])? == 1;
     if held && *outcome == CallbackOutcome::Delivered {
         // `+state`: otherwise SQLite searches every pending callback.
         c.prepare_cached(
