@@ -254,6 +254,39 @@ pub(super) struct Change<'a> {
     pub relay: Option<(CallbackType, BodyFormat)>,
 }
 
+impl<'a> Change<'a> {
+    /// The callback the change relays from `previous`, if any, and its body's
+    /// format.
+    pub(super) fn callback(&self, previous: Status) -> Option<(CallbackDraft<'a>, BodyFormat)> {
+        self.relay.map(|(event_type, format)| {
+            let draft = CallbackDraft {
+                event_type,
+                status: self.status,
+                previous,
+                reason: self.reason,
+                carrier: None,
+                occurred_at: self.occurred_at,
+                cod: None,
+            };
+            (draft, format)
+        })
+    }
+
+    /// The timeline entry of the change, naming its callback's `sequence`.
+    pub(super) fn entry(&self, sequence: Option<i64>) -> TimelineDraft<'a> {
+        TimelineDraft {
+            source: self.source,
+            status: Some(self.status),
+            effect: Effect::Applied,
+            sequence,
+            occurred_at: self.occurred_at,
+            carrier: None,
+            reason: self.reason,
+            raw: None,
+        }
+    }
+}
+
 /// A callback to queue; the sequence comes from the handoff.
 pub(super) struct CallbackDraft<'a> {
     pub event_type: CallbackType,

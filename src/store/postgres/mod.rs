@@ -107,32 +107,11 @@ async fn record_change(
     change: Change<'_>,
     now: jiff::Timestamp,
 ) -> Result<(), StoreError> {
-    let sequence = match change.relay {
-        Some((event_type, format)) => {
-            let draft = CallbackDraft {
-                event_type,
-                status: change.status,
-                previous,
-                reason: change.reason,
-                carrier: None,
-                occurred_at: change.occurred_at,
-                cod: None,
-            };
-            Some(queue_callback(tx, id, &draft, format, now).await?)
-        }
+    let sequence = match change.callback(previous) {
+        Some((draft, format)) => Some(queue_callback(tx, id, &draft, format, now).await?),
         None => None,
     };
-    let entry = TimelineDraft {
-        source: change.source,
-        status: Some(change.status),
-        effect: Effect::Applied,
-        sequence,
-        occurred_at: change.occurred_at,
-        carrier: None,
-        reason: change.reason,
-        raw: None,
-    };
-    insert_timeline(tx, id, &entry, now).await
+    insert_timeline(tx, id, &change.entry(sequence), now).await
 }
 
 /// Queues a callback with the handoff's next sequence (body fixed now, from

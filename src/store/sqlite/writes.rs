@@ -46,32 +46,11 @@ pub(super) fn record_change(
     change: Change<'_>,
     now: jiff::Timestamp,
 ) -> Result<(), StoreError> {
-    let sequence = match change.relay {
-        Some((event_type, format)) => {
-            let draft = CallbackDraft {
-                event_type,
-                status: change.status,
-                previous,
-                reason: change.reason,
-                carrier: None,
-                occurred_at: change.occurred_at,
-                cod: None,
-            };
-            Some(queue_callback(c, id, &draft, format, now)?)
-        }
+    let sequence = match change.callback(previous) {
+        Some((draft, format)) => Some(queue_callback(c, id, &draft, format, now)?),
         None => None,
     };
-    let entry = TimelineDraft {
-        source: change.source,
-        status: Some(change.status),
-        effect: Effect::Applied,
-        sequence,
-        occurred_at: change.occurred_at,
-        carrier: None,
-        reason: change.reason,
-        raw: None,
-    };
-    insert_timeline(c, id, &entry, now)
+    insert_timeline(c, id, &change.entry(sequence), now)
 }
 
 /// Queues a callback with the handoff's next sequence (body fixed now, from
