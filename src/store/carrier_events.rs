@@ -8,13 +8,15 @@
 
 use std::sync::LazyLock;
 
-use super::shared::{CallbackDraft, Cells, HANDOFF_COLUMNS, handoff_from_row, opt_ms, parse};
+use super::shared::{
+    CallbackDraft, Cells, Change, HANDOFF_COLUMNS, TimelineDraft, handoff_from_row, opt_ms, parse,
+};
 use super::{
     EventContext, EventOutcome, HandoffKey, IncomingCarrierEvent, StoreError, from_ms, ms,
 };
 use crate::domain::callback::{BodyFormat, CallbackType, CodSettlement};
 use crate::domain::state_machine::{self, CarrierCode, Relay, SeenEvent};
-use crate::domain::{CarrierInfo, Effect, Handoff, HandoffId, Kind, PostalOrder, Source, Status};
+use crate::domain::{Handoff, HandoffId, Kind, PostalOrder, Source, Status};
 
 /// The columns [`EventHandoff::from_row`] reads.
 pub(super) static SNAPSHOT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
@@ -237,22 +239,15 @@ pub(super) struct NewCallback {
     pub content_type: &'static str,
 }
 
-/// A timeline entry to insert.
-#[derive(Debug, Clone)]
+/// A timeline entry to insert, with the handoff's item code as it is then.
 pub(super) struct NewEntry<'a> {
     pub handoff_id: HandoffId,
-    pub source: Source,
-    pub status: Option<Status>,
-    pub effect: Effect,
-    pub sequence: Option<i64>,
-    pub occurred_at: i64,
     pub tracking_number: Option<String>,
-    pub carrier: Option<&'a CarrierInfo>,
-    pub raw: Option<&'a str>,
+    pub draft: TimelineDraft<'a>,
 }
 
 /// What a batch of carrier events writes, in the order to write it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct EventPlan<'a> {
     /// The handoffs the batch changed, as they end.
     pub handoffs: Vec<EventHandoff>,
@@ -325,19 +320,25 @@ impl<'a> EventPlan<'a> {
         sequence
     }
 
-    fn entry(&mut self, h: &mut EventHandoff, entry: NewEntry<'a>) {
-        if let Some(carrier) = entry.carrier {
+    /// Records `draft` on `h`'s timeline (and, a carrier event, among the
+    /// events it has seen).
+    fn entry(&mut self, h: &mut EventHandoff, draft: TimelineDraft<'a>) {
+        if let Some(carrier) = draft.carrier {
             h.seen.push(SeenRow {
                 at: EntryRef::Planned(self.timeline.len()),
                 event: SeenEvent {
-                    source: entry.source,
+                    source: draft.source,
                     code: carrier.code,
-                    occurred_at: from_ms(entry.occurred_at).unwrap_or_default(),
+                    occurred_at: at_ms(draft.occurred_at),
                 },
-                sequence: entry.sequence,
+                sequence: draft.sequence,
             });
         }
-        self.timeline.push(entry);
+        self.timeline.push(NewEntry {
+            handoff_id: h.handoff.id.clone(),
+            tracking_number: h.handoff.tracking_number.clone(),
+            draft,
+        });
     }
 
     /// Adopts an order revealed for a handoff that has none (domain.md rule
@@ -361,28 +362,17 @@ impl<'a> EventPlan<'a> {
         h.handoff.updated_at = at_ms(now);
         h.terminal_at = None;
         self.stop_create_jobs.push(h.handoff.id.clone());
-        let draft = CallbackDraft {
-            event_type: CallbackType::StatusChanged,
+        let change = Change {
             status: Status::OrderCreated,
-            previous,
-            reason: None,
-            carrier: None,
-            occurred_at: now,
-            cod: None,
-        };
-        let sequence = self.callback(h, &draft, format);
-        let entry = NewEntry {
-            handoff_id: h.handoff.id.clone(),
             source,
-            status: Some(Status::OrderCreated),
-            effect: Effect::Applied,
-            sequence: Some(sequence),
-            occurred_at: ms(now),
-            tracking_number: h.handoff.tracking_number.clone(),
-            carrier: None,
-            raw: None,
+            occurred_at: now,
+            reason: None,
+            relay: Some((CallbackType::StatusChanged, format)),
         };
-        self.entry(h, entry);
+        let sequence = change
+            .callback(previous)
+            .map(|(draft, format)| self.callback(h, &draft, format));
+        self.entry(h, change.entry(sequence));
     }
 }
 
@@ -522,22 +512,21 @@ fn record_event<'a>(
                     held.sequence = Some(sequence);
                     match held.at {
                         EntryRef::Stored(entry) => plan.links.push((entry, sequence)),
-                        EntryRef::Planned(i) => plan.timeline[i].sequence = Some(sequence),
+                        EntryRef::Planned(i) => plan.timeline[i].draft.sequence = Some(sequence),
                     }
                 }
             }
             _ => first_sequence = first_sequence.or(Some(sequence)),
         }
     }
-    let entry = NewEntry {
-        handoff_id: h.handoff.id.clone(),
+    let entry = TimelineDraft {
         source: incoming.event.source,
         status: decided.verdict.mapped,
         effect: decided.verdict.effect,
         sequence: first_sequence,
-        occurred_at: occurred,
-        tracking_number: h.handoff.tracking_number.clone(),
+        occurred_at: incoming.event.occurred_at,
         carrier: Some(&incoming.carrier),
+        reason: None,
         raw: incoming.raw.as_deref(),
     };
     plan.entry(h, entry);
@@ -743,6 +732,7 @@ pub(super) fn cod_settlement(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{CarrierInfo, Effect};
 
     fn ts(s: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(1_764_000_000 + s).unwrap()
@@ -846,7 +836,7 @@ mod tests {
         // The repeated pickup is a duplicate the state machine ignores: it
         // saw the first one, planned in this same batch.
         assert_eq!(plan.timeline.len(), 3);
-        assert_eq!(plan.timeline[1].effect, Effect::Duplicate);
+        assert_eq!(plan.timeline[1].draft.effect, Effect::Duplicate);
         let sequences: Vec<i64> = plan.callbacks.iter().map(|c| c.sequence).collect();
         assert_eq!(sequences, vec![2, 3]);
         assert_eq!(h.next_sequence, 4);

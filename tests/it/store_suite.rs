@@ -206,6 +206,17 @@ async fn apply(
         .unwrap()
 }
 
+/// Runs `calls` concurrently; their answers, in order.
+async fn at_once<T, E: std::fmt::Debug>(
+    calls: Vec<impl std::future::Future<Output = Result<T, E>>>,
+) -> Vec<T> {
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
 fn effect_of(outcome: &EventOutcome) -> Effect {
     match outcome {
         EventOutcome::Recorded { effect, .. } => *effect,
@@ -340,11 +351,7 @@ async fn concurrent_attempt_starts_are_each_recorded(store: SharedStore) {
         starts.push(store.start_postal_attempt(job, owner, now, must_remain));
     }
     starts.push(store.start_postal_attempt(&jobs[0], "a", now, Duration::ZERO));
-    let started = futures_util::future::join_all(starts)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect::<Vec<_>>();
+    let started = at_once(starts).await;
     assert_eq!(started, vec![true, false, false, true, true, true, true]);
     // Given back, the jobs show what was recorded: two attempts for the
     // first (each start counts), none for the refused ones.
@@ -660,11 +667,7 @@ async fn concurrent_callback_outcomes_are_each_recorded_once(store: SharedStore)
         reports.push(store.finish_callback(job, owner, now, CallbackOutcome::Delivered));
     }
     reports.push(store.finish_callback(&heads[0], "a", now, CallbackOutcome::Delivered));
-    let held = futures_util::future::join_all(reports)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect::<Vec<_>>();
+    let held = at_once(reports).await;
     let first_twice = [held[0], held[8]];
     assert_eq!(
         first_twice.iter().filter(|h| **h).count(),

@@ -180,31 +180,32 @@ async fn write(
         let t = &plan.timeline;
         sqlx::query(
             "INSERT INTO timeline (handoff_id, source, status, effect, sequence, occurred_at, \
-             recorded_at, tracking_number, carrier_code, carrier_text, carrier_location, raw) \
-             SELECT h, s, st, e, seq, o, $12, tn, cc, ct, cl, r FROM UNNEST($1::text[], $2::text[], \
+             recorded_at, tracking_number, carrier_code, carrier_text, carrier_location, reason, raw) \
+             SELECT h, s, st, e, seq, o, $13, tn, cc, ct, cl, re, r FROM UNNEST($1::text[], $2::text[], \
              $3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[], $8::int8[], $9::text[], \
-             $10::text[], $11::text[]) WITH ORDINALITY AS u(h, s, st, e, seq, o, tn, cc, ct, cl, r, n) \
-             ORDER BY n",
+             $10::text[], $11::text[], $12::text[]) \
+             WITH ORDINALITY AS u(h, s, st, e, seq, o, tn, cc, ct, cl, re, r, n) ORDER BY n",
         )
         .bind(t.iter().map(|e| e.handoff_id.as_str()).collect::<Vec<_>>())
-        .bind(t.iter().map(|e| e.source.as_str()).collect::<Vec<_>>())
-        .bind(t.iter().map(|e| e.status.map(Status::as_str)).collect::<Vec<_>>())
-        .bind(t.iter().map(|e| e.effect.as_str()).collect::<Vec<_>>())
-        .bind(t.iter().map(|e| e.sequence).collect::<Vec<_>>())
-        .bind(t.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+        .bind(t.iter().map(|e| e.draft.source.as_str()).collect::<Vec<_>>())
+        .bind(t.iter().map(|e| e.draft.status.map(Status::as_str)).collect::<Vec<_>>())
+        .bind(t.iter().map(|e| e.draft.effect.as_str()).collect::<Vec<_>>())
+        .bind(t.iter().map(|e| e.draft.sequence).collect::<Vec<_>>())
+        .bind(t.iter().map(|e| ms(e.draft.occurred_at)).collect::<Vec<_>>())
         .bind(t.iter().map(|e| e.tracking_number.as_deref()).collect::<Vec<_>>())
-        .bind(t.iter().map(|e| e.carrier.map(|c| c.code)).collect::<Vec<_>>())
+        .bind(t.iter().map(|e| e.draft.carrier.map(|c| c.code)).collect::<Vec<_>>())
         .bind(
             t.iter()
-                .map(|e| e.carrier.and_then(|c| c.text.as_deref()))
+                .map(|e| e.draft.carrier.and_then(|c| c.text.as_deref()))
                 .collect::<Vec<_>>(),
         )
         .bind(
             t.iter()
-                .map(|e| e.carrier.and_then(|c| c.location.as_deref()))
+                .map(|e| e.draft.carrier.and_then(|c| c.location.as_deref()))
                 .collect::<Vec<_>>(),
         )
-        .bind(t.iter().map(|e| e.raw).collect::<Vec<_>>())
+        .bind(t.iter().map(|e| e.draft.reason).collect::<Vec<_>>())
+        .bind(t.iter().map(|e| e.draft.raw).collect::<Vec<_>>())
         .bind(ms(now))
         .execute(&mut *tx)
         .await?;

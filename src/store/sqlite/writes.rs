@@ -126,13 +126,29 @@ fn insert_new_callback(
     Ok(())
 }
 
+/// `?13`: the entry's item code is `?14` (a planned entry knows the one its
+/// handoff had then), else the handoff's as it is now.
 const INSERT_TIMELINE: &str = "INSERT INTO timeline (handoff_id, source, status, effect, sequence, occurred_at, recorded_at, \
      tracking_number, carrier_code, carrier_text, carrier_location, reason, raw) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT tracking_number FROM handoffs WHERE id = ?1), ?8, ?9, ?10, ?11, ?12)";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+     CASE WHEN ?13 THEN ?14 ELSE (SELECT tracking_number FROM handoffs WHERE id = ?1) END, \
+     ?8, ?9, ?10, ?11, ?12)";
 
 pub(super) fn insert_timeline(
     c: &Connection,
     id: &HandoffId,
+    e: &TimelineDraft<'_>,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    insert_entry(c, id, None, e, now)
+}
+
+/// Inserts `e`, with `tracking` as its item code when given (else the
+/// handoff's).
+fn insert_entry(
+    c: &Connection,
+    id: &HandoffId,
+    tracking: Option<Option<&str>>,
     e: &TimelineDraft<'_>,
     now: jiff::Timestamp,
 ) -> Result<(), StoreError> {
@@ -149,6 +165,8 @@ pub(super) fn insert_timeline(
         e.carrier.and_then(|c| c.location.as_deref()),
         e.reason,
         e.raw,
+        tracking.is_some(),
+        tracking.flatten(),
     ])?;
     Ok(())
 }
@@ -437,25 +455,13 @@ pub(super) fn apply_events(
         queued.push(queue_order_cancel(c, id, original_id, now)?);
     }
     for e in &plan.timeline {
-        c.prepare_cached(
-            "INSERT INTO timeline (handoff_id, source, status, effect, sequence, occurred_at, recorded_at, \
-             tracking_number, carrier_code, carrier_text, carrier_location, raw) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?
-        .execute(params![
-            e.handoff_id.as_str(),
-            e.source.as_str(),
-            e.status.map(Status::as_str),
-            e.effect.as_str(),
-            e.sequence,
-            e.occurred_at,
-            ms(now),
-            e.tracking_number,
-            e.carrier.map(|c| c.code),
-            e.carrier.and_then(|c| c.text.as_deref()),
-            e.carrier.and_then(|c| c.location.as_deref()),
-            e.raw,
-        ])?;
+        insert_entry(
+            c,
+            &e.handoff_id,
+            Some(e.tracking_number.as_deref()),
+            &e.draft,
+            now,
+        )?;
     }
     for (entry, sequence) in &plan.links {
         c.prepare_cached("UPDATE timeline SET sequence = ?1 WHERE id = ?2")?
