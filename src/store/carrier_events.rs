@@ -362,13 +362,7 @@ impl<'a> EventPlan<'a> {
         h.handoff.updated_at = at_ms(now);
         h.terminal_at = None;
         self.stop_create_jobs.push(h.handoff.id.clone());
-        let change = Change {
-            status: Status::OrderCreated,
-            source,
-            occurred_at: now,
-            reason: None,
-            relay: Some((CallbackType::StatusChanged, format)),
-        };
+        let change = Change::adoption(source, now, format);
         let sequence = change
             .callback(previous)
             .map(|(draft, format)| self.callback(h, &draft, format));

@@ -255,6 +255,18 @@ pub(super) struct Change<'a> {
 }
 
 impl<'a> Change<'a> {
+    /// A handoff adopts its order (from a webhook, a lookup or the create's
+    /// answer): it is `order_created` now, relayed.
+    pub(super) fn adoption(source: Source, now: jiff::Timestamp, format: BodyFormat) -> Self {
+        Change {
+            status: Status::OrderCreated,
+            source,
+            occurred_at: now,
+            reason: None,
+            relay: Some((CallbackType::StatusChanged, format)),
+        }
+    }
+
     /// The callback the change relays from `previous`, if any, and its body's
     /// format.
     pub(super) fn callback(&self, previous: Status) -> Option<(CallbackDraft<'a>, BodyFormat)> {

@@ -249,13 +249,7 @@ async fn adopt(
     .bind(id.as_str())
     .execute(&mut *tx)
     .await?;
-    let change = Change {
-        status: Status::OrderCreated,
-        source,
-        occurred_at: now,
-        reason: None,
-        relay: Some((CallbackType::StatusChanged, format)),
-    };
+    let change = Change::adoption(source, now, format);
     record_change(tx, id, previous, change, now).await
 }
 

@@ -235,13 +235,7 @@ fn adopt(
         id.as_str(),
     ])?;
     end_create_job(c, id, now)?;
-    let change = Change {
-        status: Status::OrderCreated,
-        source,
-        occurred_at: now,
-        reason: None,
-        relay: Some((CallbackType::StatusChanged, format)),
-    };
+    let change = Change::adoption(source, now, format);
     record_change(c, id, previous, change, now)
 }
 
