@@ -121,16 +121,20 @@ impl EventHandoff {
         Ok(h)
     }
 
-    /// The indexes in [`WRITTEN_COLUMNS`] of the columns whose value is no
-    /// longer the one loaded (all of them for a row not loaded).
-    pub(super) fn changed_columns(&self) -> Vec<usize> {
+    /// The columns whose value is no longer the one loaded (all of them for
+    /// a row not loaded), with their values.
+    pub(super) fn changed(&self) -> Vec<(&'static str, Value<'_>)> {
         let now = self.written();
         match &self.loaded {
             Some(loaded) => {
                 let before = loaded.written();
-                (0..now.len()).filter(|&i| now[i] != before[i]).collect()
+                now.into_iter()
+                    .zip(before)
+                    .filter(|(now, before)| now != before)
+                    .map(|(now, _)| now)
+                    .collect()
             }
-            None => (0..now.len()).collect(),
+            None => now.into(),
         }
     }
 
@@ -164,61 +168,39 @@ impl EventHandoff {
         }
     }
 
-    /// The values [`WRITTEN_COLUMNS`] names, in its order.
-    pub(super) fn written(&self) -> [Value<'_>; WRITTEN_COLUMNS.len()] {
+    /// The columns of `handoffs` a batch of carrier events may change, with
+    /// their values: a plan writes them with their final values.
+    pub(super) fn written(&self) -> [(&'static str, Value<'_>); 21] {
         use Value::{Flag, Int, Text};
         let h = &self.handoff;
         [
-            Text(Some(h.status.as_str())),
-            Text(h.reason.as_deref()),
-            Text(h.tracking_number.as_deref()),
-            Text(self.carrier_order_id.as_deref()),
-            Text(self.carrier_original_id.as_deref()),
-            Int(h.postage_vnd),
-            Int(self.order_created_at),
-            Int(Some(ms(h.updated_at))),
-            Int(self.terminal_at),
-            Int(self.watermark_at),
-            Int(self.watermark_rank),
-            Flag(h.cod_settled),
-            Flag(self.cod_held),
-            Int(self.last_carrier_event_at),
-            Int(self.picked_up_at),
-            Int(self.delivered_at),
-            Int(h.sla_due_at.map(ms)),
-            Int(self.sla_reached_at),
-            Int(Some(self.next_sequence)),
-            Int(self.cod_settled_at),
-            Int(self.cod_amount_reported),
+            ("status", Text(Some(h.status.as_str()))),
+            ("reason", Text(h.reason.as_deref())),
+            ("tracking_number", Text(h.tracking_number.as_deref())),
+            ("carrier_order_id", Text(self.carrier_order_id.as_deref())),
+            (
+                "carrier_original_id",
+                Text(self.carrier_original_id.as_deref()),
+            ),
+            ("postage_vnd", Int(h.postage_vnd)),
+            ("order_created_at", Int(self.order_created_at)),
+            ("updated_at", Int(Some(ms(h.updated_at)))),
+            ("terminal_at", Int(self.terminal_at)),
+            ("watermark_at", Int(self.watermark_at)),
+            ("watermark_rank", Int(self.watermark_rank)),
+            ("cod_settled", Flag(h.cod_settled)),
+            ("cod_held", Flag(self.cod_held)),
+            ("last_carrier_event_at", Int(self.last_carrier_event_at)),
+            ("picked_up_at", Int(self.picked_up_at)),
+            ("delivered_at", Int(self.delivered_at)),
+            ("sla_due_at", Int(h.sla_due_at.map(ms))),
+            ("sla_reached_at", Int(self.sla_reached_at)),
+            ("next_sequence", Int(Some(self.next_sequence))),
+            ("cod_settled_at", Int(self.cod_settled_at)),
+            ("cod_amount_reported", Int(self.cod_amount_reported)),
         ]
     }
 }
-
-/// The columns of `handoffs` a batch of carrier events may change, written
-/// with their final values ([`EventHandoff::written`]).
-pub(super) const WRITTEN_COLUMNS: [&str; 21] = [
-    "status",
-    "reason",
-    "tracking_number",
-    "carrier_order_id",
-    "carrier_original_id",
-    "postage_vnd",
-    "order_created_at",
-    "updated_at",
-    "terminal_at",
-    "watermark_at",
-    "watermark_rank",
-    "cod_settled",
-    "cod_held",
-    "last_carrier_event_at",
-    "picked_up_at",
-    "delivered_at",
-    "sla_due_at",
-    "sla_reached_at",
-    "next_sequence",
-    "cod_settled_at",
-    "cod_amount_reported",
-];
 
 /// One cell a plan writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,6 +366,8 @@ pub(super) fn plan<'a>(
     context: &EventContext,
     now: jiff::Timestamp,
 ) -> Result<EventPlan<'a>, StoreError> {
+    // In id order, so a key two handoffs share (an item code) names the
+    // lower id, on either backend.
     handoffs.sort_by(|a, b| a.handoff.id.as_str().cmp(b.handoff.id.as_str()));
     let mut changed = vec![false; handoffs.len()];
     let mut plan = EventPlan::default();
@@ -837,7 +821,7 @@ mod tests {
         assert_eq!(h.picked_up_at, Some(ms(ts(3600))));
         assert_eq!(h.handoff.status, Status::InTransit);
         // A handoff that was not loaded writes every column.
-        assert_eq!(h.changed_columns().len(), WRITTEN_COLUMNS.len());
+        assert_eq!(h.changed().len(), h.written().len());
         let outcomes = plan.outcomes(&[]);
         assert_eq!(outcomes.len(), 3);
     }
@@ -849,9 +833,9 @@ mod tests {
         let events = [reported(6, 3600)];
         let plan = plan(vec![h], &events, &EventContext::default(), ts(3700)).unwrap();
         let changed: Vec<&str> = plan.handoffs[0]
-            .changed_columns()
+            .changed()
             .into_iter()
-            .map(|i| WRITTEN_COLUMNS[i])
+            .map(|(column, _)| column)
             .collect();
         assert_eq!(
             changed,

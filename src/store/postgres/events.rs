@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use sqlx::Row;
 
 use super::super::carrier_events::{
-    self, EventHandoff, EventPlan, SEEN_COLUMNS, SNAPSHOT_COLUMNS, SeenRow, Value, WRITTEN_COLUMNS,
+    self, EventHandoff, EventPlan, SEEN_COLUMNS, SNAPSHOT_COLUMNS, SeenRow, Value,
 };
 use super::super::{EventContext, EventOutcome, IncomingCarrierEvent, StoreError, ms};
 use crate::domain::Status;
@@ -65,7 +65,7 @@ pub(super) async fn apply_events(
     Ok(plan.outcomes(&queued))
 }
 
-/// One column of [`WRITTEN_COLUMNS`] across the plan's handoffs.
+/// One written column ([`EventHandoff::written`]) across the plan's handoffs.
 enum Column<'a> {
     Text(Vec<Option<&'a str>>),
     Int(Vec<Option<i64>>),
@@ -90,16 +90,17 @@ async fn write(
 ) -> Result<Vec<bool>, StoreError> {
     if !plan.handoffs.is_empty() {
         let rows: Vec<_> = plan.handoffs.iter().map(EventHandoff::written).collect();
+        let names: Vec<&str> = rows[0].iter().map(|(name, _)| *name).collect();
         let mut columns: Vec<Column<'_>> = rows[0]
             .iter()
-            .map(|v| match v {
+            .map(|(_, v)| match v {
                 Value::Text(_) => Column::Text(Vec::with_capacity(rows.len())),
                 Value::Int(_) => Column::Int(Vec::with_capacity(rows.len())),
                 Value::Flag(_) => Column::Flag(Vec::with_capacity(rows.len())),
             })
             .collect();
         for row in &rows {
-            for (column, value) in columns.iter_mut().zip(row) {
+            for (column, (_, value)) in columns.iter_mut().zip(row) {
                 match (column, *value) {
                     (Column::Text(c), Value::Text(v)) => c.push(v),
                     (Column::Int(c), Value::Int(v)) => c.push(v),
@@ -108,10 +109,7 @@ async fn write(
                 }
             }
         }
-        let set: Vec<String> = WRITTEN_COLUMNS
-            .iter()
-            .map(|c| format!("{c} = u.{c}"))
-            .collect();
+        let set: Vec<String> = names.iter().map(|c| format!("{c} = u.{c}")).collect();
         let arrays: Vec<String> = columns
             .iter()
             .enumerate()
@@ -121,7 +119,7 @@ async fn write(
             "UPDATE handoffs h SET {} FROM UNNEST($1::text[], {}) AS u(id, {}) WHERE h.id = u.id",
             set.join(", "),
             arrays.join(", "),
-            WRITTEN_COLUMNS.join(", ")
+            names.join(", ")
         );
         let ids: Vec<&str> = plan
             .handoffs
@@ -140,15 +138,11 @@ async fn write(
     }
     if !plan.stop_create_jobs.is_empty() {
         let ids: Vec<&str> = plan.stop_create_jobs.iter().map(|h| h.as_str()).collect();
-        sqlx::query(
-            "UPDATE postal_jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, \
-             attempt_started_at = NULL, updated_at = $1 WHERE handoff_id = ANY($2) \
-             AND operation = 'create' AND state IN ('pending', 'dead')",
-        )
-        .bind(ms(now))
-        .bind(ids)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(super::END_CREATE_JOBS)
+            .bind(ms(now))
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
     }
     let mut queued = vec![false; plan.cancels.len()];
     if !plan.cancels.is_empty() {

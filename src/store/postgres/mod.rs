@@ -215,6 +215,12 @@ async fn move_handoff(
     Ok(Some(current))
 }
 
+/// Ends the create jobs of the handoffs `$2` names, whose orders are known,
+/// in flight or not: an answer, when it comes, finds the order adopted.
+const END_CREATE_JOBS: &str = "UPDATE postal_jobs SET state = 'done', lease_owner = NULL, \
+     lease_expires_at = NULL, attempt_started_at = NULL, updated_at = $1 \
+     WHERE handoff_id = ANY($2) AND operation = 'create' AND state IN ('pending', 'dead')";
+
 /// Adopts an order revealed for a handoff that has none (domain.md rule 2):
 /// records it, relays `order_created`, and ends the create job.
 async fn adopt(
@@ -240,15 +246,11 @@ async fn adopt(
     .bind(id.as_str())
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "UPDATE postal_jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, \
-         attempt_started_at = NULL, updated_at = $1 WHERE handoff_id = $2 AND operation = 'create' \
-         AND state IN ('pending', 'dead')",
-    )
-    .bind(ms(now))
-    .bind(id.as_str())
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(END_CREATE_JOBS)
+        .bind(ms(now))
+        .bind([id.as_str()].as_slice())
+        .execute(&mut *tx)
+        .await?;
     let change = Change::adoption(source, now, format);
     record_change(tx, id, previous, change, now).await
 }

@@ -11,7 +11,7 @@ use crate::domain::callback::{BodyFormat, CallbackType};
 use crate::domain::state_machine::SeenEvent;
 use crate::domain::{Effect, Handoff, HandoffId, Kind, Source, Status};
 use crate::store::carrier_events::{
-    self, EntryRef, EventHandoff, NewCallback, SNAPSHOT_COLUMNS, SeenRow, Value, WRITTEN_COLUMNS,
+    self, EntryRef, EventHandoff, NewCallback, SNAPSHOT_COLUMNS, SeenRow, Value,
 };
 use crate::store::shared::{
     AWAITING_ORDER, CallbackDraft, Change, HANDOFF_COLUMNS, OrderWrite, Settlement, TAKE_SEQUENCE,
@@ -410,31 +410,32 @@ pub(super) fn apply_events(
         let mut select = c.prepare_cached(&EVENT_HANDOFFS[key.index()])?;
         let mut rows = select.query([key.value()])?;
         while let Some(row) = rows.next()? {
-            let mut h = EventHandoff::from_row(row)?;
-            if !handoffs.iter().any(|k| k.handoff.id == h.handoff.id) {
-                h.seen = seen_rows(&row.get::<_, String>("seen")?)?;
-                handoffs.push(h);
+            let id: String = row.get("id")?;
+            if handoffs.iter().any(|k| k.handoff.id.as_str() == id) {
+                continue;
             }
+            let mut h = EventHandoff::from_row(row)?;
+            h.seen = seen_rows(&row.get::<_, String>("seen")?)?;
+            handoffs.push(h);
         }
     }
     let plan = carrier_events::plan(handoffs, events, context, now)?;
     for h in &plan.handoffs {
         // Only what changed: a column named in the statement costs an index
         // write on SQLite even when its value stays.
-        let changed = h.changed_columns();
+        let changed = h.changed();
         if changed.is_empty() {
             continue;
         }
         let set: Vec<String> = changed
             .iter()
             .enumerate()
-            .map(|(n, &i)| format!("{} = ?{}", WRITTEN_COLUMNS[i], n + 2))
+            .map(|(n, (column, _))| format!("{column} = ?{}", n + 2))
             .collect();
-        let values = h.written();
         let id = h.handoff.id.as_str();
         let mut cells: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(changed.len() + 1);
         cells.push(&id);
-        cells.extend(changed.iter().map(|&i| &values[i] as &dyn rusqlite::ToSql));
+        cells.extend(changed.iter().map(|(_, v)| v as &dyn rusqlite::ToSql));
         c.prepare_cached(&format!(
             "UPDATE handoffs SET {} WHERE id = ?1",
             set.join(", ")
