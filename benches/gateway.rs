@@ -25,9 +25,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 use bcci_gateway::app::{Application, Options};
+use bcci_gateway::carrier::guard::BreakerSettings;
 use bcci_gateway::config::Settings;
-use bcci_gateway::dispatch::guard::BreakerSettings;
-use bcci_gateway::intake::auth::token_sha256_hex;
+use bcci_gateway::http::auth::token_sha256_hex;
 use bcci_gateway::sim::{Faults, SimConfig, Simulator};
 
 const TOKEN: &str = "bench-client-token";

@@ -6,25 +6,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::MatchedPath;
-use axum::http::{HeaderValue, Request, Response};
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::PropagateRequestIdLayer;
-use tower_http::trace::TraceLayer;
-use tracing::Span;
 
 use crate::admin;
 use crate::carrier::Carrier;
+use crate::carrier::guard::{BreakerSettings, PostalGuard};
 use crate::carrier::vnpost::VnPostClient;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
-use crate::dispatch::guard::{BreakerSettings, PostalGuard};
 use crate::domain::RequestRules;
 use crate::events::poller::Poller;
 use crate::events::{self, EventsState};
+use crate::http::{self, auth::ClientGate, auth::client_table};
 use crate::intake::{self, IntakeState};
 use crate::lifecycle::Lifecycle;
 use crate::probes::{self, ProbeState};
@@ -135,14 +129,16 @@ impl Application {
         let health = StoreHealth::default();
         let intake_state = IntakeState {
             store: store.clone(),
-            clients: Arc::new(intake::auth::client_table(&settings.intake.clients)),
+            gate: ClientGate {
+                clients: client_table(&settings.intake.clients),
+                lifecycle: lifecycle.clone(),
+                health: health.clone(),
+            },
             rules: Arc::new(rules),
             max_body_bytes: settings.server.max_body_bytes,
-            lifecycle: lifecycle.clone(),
             metrics: metrics.clone(),
             clock: clock.clone(),
             formats: Arc::new(events::callback_formats(&settings)),
-            health: health.clone(),
         };
         let probe_state = ProbeState {
             store: store.clone(),
@@ -159,22 +155,22 @@ impl Application {
             Duration::from_secs(settings.postal.reconcile_after_s),
             cod_settle(&settings),
         ));
-        let intake = with_http_layers(
+        let intake = http::with_layers(
             "main",
             metrics.clone(),
             intake::router(intake_state)
                 .merge(events::router(events_state))
                 .merge(probes::router(probe_state.clone()))
-                .fallback(intake::not_found),
+                .fallback(http::not_found),
         );
         let admin_state =
             admin::AdminState::new(&settings, store.clone(), clock.clone(), lifecycle.clone());
-        let admin = with_http_layers(
+        let admin = http::with_layers(
             "admin",
             metrics.clone(),
             probes::admin_router(probe_state)
                 .merge(admin::router(admin_state))
-                .fallback(intake::not_found),
+                .fallback(http::not_found),
         );
         let intake_listener = TcpListener::bind(settings.server.listen)
             .await
@@ -513,73 +509,4 @@ const DRAIN_WINDOW: Duration = Duration::from_secs(2);
 async fn stop_serving(lc: Lifecycle, window: Duration) {
     lc.drained().await;
     tokio::time::sleep(window).await;
-}
-
-/// Request ids, one span per request (route template only: paths can carry
-/// secrets and personal data), panics answered as 500, and every answer
-/// counted in `bcci_http_requests_total` under `listener`.
-fn with_http_layers(listener: &'static str, metrics: Arc<Metrics>, router: Router) -> Router {
-    router
-        .layer(CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn(
-            move |request: Request<Body>, next: axum::middleware::Next| {
-                let metrics = metrics.clone();
-                async move {
-                    let route = route_of(&request).to_owned();
-                    let started = std::time::Instant::now();
-                    let response = next.run(request).await;
-                    metrics.http_request(
-                        listener,
-                        &route,
-                        response.status().as_u16(),
-                        started.elapsed().as_secs_f64(),
-                    );
-                    response
-                }
-            },
-        ))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<Body>| {
-                    let route = route_of(request);
-                    let request_id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("request", request_id, method = %request.method(), route)
-                })
-                .on_request(())
-                .on_response(
-                    |response: &Response<Body>, latency: Duration, _span: &Span| {
-                        tracing::info!(
-                            status = response.status().as_u16(),
-                            latency_ms = latency.as_secs_f64() * 1000.0,
-                            "request finished"
-                        );
-                    },
-                )
-                .on_failure(()),
-        )
-        .layer(axum::middleware::map_request(assign_request_id))
-}
-
-/// The request's route template, `unmatched` when no route took it: never
-/// the raw path, which can carry a webhook key or a dossier's id.
-fn route_of(request: &Request<Body>) -> &str {
-    request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(crate::telemetry::metrics::UNMATCHED, |p| p.as_str())
-}
-
-/// Every request gets a gateway-assigned id, whatever the client sent.
-async fn assign_request_id(mut request: Request<Body>) -> Request<Body> {
-    let id = format!("req_{}", ulid::Ulid::new());
-    request.headers_mut().insert(
-        "x-request-id",
-        HeaderValue::from_str(&id).expect("ULIDs are ASCII"),
-    );
-    request
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::app::Application;
 use crate::config::Settings;
 use crate::domain::HandoffId;
-use crate::intake::auth::token_sha256_hex;
+use crate::http::auth::token_sha256_hex;
 use crate::relay::signature::{SigningKey, sign};
 use crate::sim::{Faults, SimConfig, SimStats, Simulator, expected_final_status};
 
@@ -85,13 +85,13 @@ struct IntakeSide {
 }
 
 #[derive(Clone)]
-struct IntakeState {
+struct DeskSystem {
     seen: Arc<Mutex<IntakeSide>>,
     key: SigningKey,
 }
 
 /// Verifies each callback's signature the way an integrator would.
-async fn callback(State(s): State<IntakeState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn callback(State(s): State<DeskSystem>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (id, ts) = (
         get("webhook-id"),
@@ -247,7 +247,7 @@ async fn run_samples(run_for: Option<Duration>) -> anyhow::Result<bool> {
     let seen = Arc::new(Mutex::new(IntakeSide::default()));
     let intake_app = axum::Router::new()
         .route("/callback", axum::routing::post(callback))
-        .with_state(IntakeState {
+        .with_state(DeskSystem {
             seen: seen.clone(),
             key: SigningKey::parse(CALLBACK_SECRET).expect("demo secret"),
         });

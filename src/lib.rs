@@ -16,6 +16,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod events;
+pub mod http;
 pub mod intake;
 pub mod lifecycle;
 pub mod probes;

@@ -4,8 +4,8 @@
 use bcci_gateway::domain::request::Origin;
 use bcci_gateway::domain::{HandoffRequest, RequestRules};
 use bcci_gateway::intake::body::parse_request;
-use bcci_gateway::intake::negotiate::Format;
-use bcci_gateway::intake::problem::ProblemKind;
+use bcci_gateway::http::negotiate::Format;
+use bcci_gateway::http::problem::ProblemKind;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

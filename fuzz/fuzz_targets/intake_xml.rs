@@ -4,9 +4,9 @@
 
 use bcci_gateway::domain::RequestRules;
 use bcci_gateway::intake::body::parse_request;
-use bcci_gateway::intake::negotiate::Format;
-use bcci_gateway::intake::problem::ProblemKind;
-use bcci_gateway::intake::xml;
+use bcci_gateway::http::negotiate::Format;
+use bcci_gateway::http::problem::ProblemKind;
+use bcci_gateway::http::xml;
 use libfuzzer_sys::fuzz_target;
 
 fn is_xml_char(c: char) -> bool {

@@ -1,7 +1,7 @@
 //! Vietnam Post webhook bodies: refused whole (400) or read record by record.
 #![no_main]
 
-use bcci_gateway::events::record::{parse_record, read_batch};
+use bcci_gateway::carrier::vnpost::webhook::{parse_record, read_batch};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

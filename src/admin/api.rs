@@ -1,136 +1,56 @@
 //! The admin API's handlers (intake-api.md, Admin API): JSON answers,
 //! problem documents as the intake API writes them.
 
-use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use jiff::civil::Date;
 use serde_json::{Value, json};
 
 use super::{AdminState, wire};
 use crate::domain::text::{char_len, normalize};
-use crate::domain::{FieldError, Handoff, HandoffId, Status};
-use crate::intake::negotiate::{self, BodyType, Format};
-use crate::intake::problem::{Problem, ProblemKind};
-use crate::intake::{paging, request_id};
+use crate::domain::{FieldError, Handoff, Status};
+use crate::http::auth::{AdminAuth, Operator};
+use crate::http::extract::JsonOnly;
+use crate::http::{self, HandoffPath, Params, Payload, Problem};
+use crate::store::HandoffFilter;
 use crate::store::admin::{AdminOutcome, CallbackReplay, CallbackState, Resolution};
-use crate::store::{HandoffFilter, StoreError};
 
-/// Seconds an operator should wait before retrying when the gateway is unavailable.
-const UNAVAILABLE_RETRY_S: u64 = 5;
-/// Longest `X-Operator` name, in characters.
-const MAX_OPERATOR_CHARS: usize = 200;
 /// Longest resolve note, in characters.
 const MAX_NOTE_CHARS: usize = 500;
 
-type Answer = Result<Response, Problem>;
-
-fn json_answer(status: StatusCode, doc: &Value) -> Response {
-    let mut response = (status, doc.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn respond(headers: &HeaderMap, result: Answer) -> Response {
-    result.unwrap_or_else(|p| p.render(&request_id(headers), false))
-}
-
-fn store_problem(e: StoreError) -> Problem {
-    tracing::error!(error = %e, "store failed");
-    Problem::new(ProblemKind::Unavailable, "the store is unavailable")
-        .retry_after(UNAVAILABLE_RETRY_S)
-}
-
 fn no_handoff() -> Problem {
-    Problem::new(ProblemKind::NotFound, "no such handoff")
+    Problem::not_found("handoff")
 }
 
 fn field_error(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.into(),
-        message: message.into(),
-    }
+    FieldError::new(field, message)
 }
 
-/// A query parameter, empty meaning absent.
-fn param(params: &[(String, String)], name: &str) -> Option<String> {
-    params
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-}
-
-/// The `X-Operator` name every action records; a missing, empty or overlong
-/// one is a field error.
-fn operator(headers: &HeaderMap) -> Result<String, FieldError> {
-    let name = headers
-        .get("x-operator")
-        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .map(normalize)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| field_error("X-Operator", "is required: the operator's name"))?;
-    if char_len(&name) > MAX_OPERATOR_CHARS {
-        return Err(field_error(
-            "X-Operator",
-            format!("must be at most {MAX_OPERATOR_CHARS} characters"),
-        ));
-    }
-    Ok(name)
-}
-
-/// The operator of an action that takes no other input.
-fn operator_only(headers: &HeaderMap) -> Result<String, Problem> {
-    operator(headers).map_err(|e| Problem::invalid(vec![e]))
-}
-
+/// `Ok` when no field is at fault, else a 422 naming every one.
 fn check(errors: Vec<FieldError>) -> Result<(), Problem> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(Problem::invalid(errors))
+        Err(errors.into())
     }
 }
 
 impl AdminState {
-    /// The checks before any work: drain, then credentials.
-    fn admit(&self, headers: &HeaderMap) -> Result<(), Problem> {
-        if self.lifecycle.is_draining() {
-            return Err(
-                Problem::new(ProblemKind::Unavailable, "the gateway is shutting down")
-                    .retry_after(UNAVAILABLE_RETRY_S),
-            );
-        }
-        self.tokens.authenticate(headers).ok_or_else(|| {
-            Problem::new(
-                ProblemKind::Unauthorized,
-                "send Authorization: Bearer <admin token>",
-            )
-        })
-    }
-
     /// The handoff with its timeline.
     async fn full(&self, handoff: &Handoff) -> Result<Value, Problem> {
-        let timeline = self
-            .store
-            .timeline(&handoff.id)
-            .await
-            .map_err(store_problem)?;
+        let timeline = self.store.timeline(&handoff.id).await?;
         Ok(wire::handoff(handoff, Some(&timeline)))
     }
 
     /// Answers an action on a handoff: 200 with it, 404 or 409.
-    async fn action_answer(&self, outcome: AdminOutcome) -> Answer {
+    async fn action_answer(&self, outcome: AdminOutcome) -> Result<Response, Problem> {
         match outcome {
             AdminOutcome::Done(handoff) => {
-                Ok(json_answer(StatusCode::OK, &self.full(&handoff).await?))
+                Ok(http::json(StatusCode::OK, &self.full(&handoff).await?))
             }
             AdminOutcome::NotFound => Err(no_handoff()),
-            AdminOutcome::Conflict(detail) => Err(Problem::new(ProblemKind::Conflict, detail)),
+            AdminOutcome::Conflict(detail) => Err(Problem::conflict(detail)),
         }
     }
 }
@@ -139,107 +59,79 @@ impl AdminState {
 #[tracing::instrument(skip_all)]
 pub async fn search_handoffs(
     State(state): State<AdminState>,
-    Query(params): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        state.admit(&headers)?;
-        let mut errors = Vec::new();
-        let status = param(&params, "status").and_then(|s| match s.parse::<Status>() {
+    _: AdminAuth,
+    params: Params,
+) -> Result<Response, Problem> {
+    let mut errors = Vec::new();
+    let status = params
+        .get("status")
+        .and_then(|s| match s.parse::<Status>() {
             Ok(s) => Some(s),
             Err(()) => {
                 errors.push(field_error("status", "is not a handoff status"));
                 None
             }
         });
-        let (limit, cursor) = paging(&params, &mut errors);
-        check(errors)?;
-        let filter = HandoffFilter {
-            client: param(&params, "client"),
-            dossier_code: param(&params, "dossier_code"),
-            request_id: param(&params, "request_id"),
-            status,
-            tracking_number: param(&params, "tracking_number"),
-        };
-        let page = state
-            .store
-            .list_handoffs(&filter, limit, cursor.as_deref())
-            .await
-            .map_err(store_problem)?;
-        let items: Vec<Value> = page.items.iter().map(|h| wire::handoff(h, None)).collect();
-        Ok(json_answer(
-            StatusCode::OK,
-            &json!({"items": items, "next_cursor": page.next_cursor}),
-        ))
-    }
-    .await;
-    respond(&headers, result)
+    let (limit, cursor) = params.paging(&mut errors);
+    check(errors)?;
+    let filter = HandoffFilter {
+        client: params.get("client"),
+        dossier_code: params.get("dossier_code"),
+        request_id: params.get("request_id"),
+        status,
+        tracking_number: params.get("tracking_number"),
+    };
+    let page = state
+        .store
+        .list_handoffs(&filter, limit, cursor.as_deref())
+        .await?;
+    let items: Vec<Value> = page.items.iter().map(|h| wire::handoff(h, None)).collect();
+    let doc = json!({"items": items, "next_cursor": page.next_cursor});
+    Ok(http::json(StatusCode::OK, &doc))
 }
 
 /// `GET /v1/admin/handoffs/{id}`: any client's handoff with its timeline.
-#[tracing::instrument(skip_all, fields(handoff_id = %raw_id))]
 pub async fn show_handoff(
     State(state): State<AdminState>,
-    Path(raw_id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        state.admit(&headers)?;
-        let id = HandoffId::parse(&raw_id).ok_or_else(no_handoff)?;
-        let handoff = state
-            .store
-            .handoff(None, &id)
-            .await
-            .map_err(store_problem)?
-            .ok_or_else(no_handoff)?;
-        Ok(json_answer(StatusCode::OK, &state.full(&handoff).await?))
-    }
-    .await;
-    respond(&headers, result)
+    _: AdminAuth,
+    HandoffPath(id): HandoffPath,
+) -> Result<Response, Problem> {
+    let handoff = state
+        .store
+        .handoff(None, &id)
+        .await?
+        .ok_or_else(no_handoff)?;
+    Ok(http::json(StatusCode::OK, &state.full(&handoff).await?))
 }
 
 /// `POST /v1/admin/handoffs/{id}/replay`.
-#[tracing::instrument(skip_all, fields(handoff_id = %raw_id))]
 pub async fn replay_handoff(
     State(state): State<AdminState>,
-    Path(raw_id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        state.admit(&headers)?;
-        let operator = operator_only(&headers)?;
-        let id = HandoffId::parse(&raw_id).ok_or_else(no_handoff)?;
-        let outcome = state
-            .store
-            .replay_failed_handoff(&id, &operator, state.clock.now(), &state.formats)
-            .await
-            .map_err(store_problem)?;
-        state.action_answer(outcome).await
-    }
-    .await;
-    respond(&headers, result)
+    _: AdminAuth,
+    operator: Operator,
+    HandoffPath(id): HandoffPath,
+) -> Result<Response, Problem> {
+    let operator = operator.name()?;
+    let outcome = state
+        .store
+        .replay_failed_handoff(&id, &operator, state.clock.now(), &state.formats)
+        .await?;
+    state.action_answer(outcome).await
 }
 
 /// `POST /v1/admin/handoffs/{id}/erase`.
-#[tracing::instrument(skip_all, fields(handoff_id = %raw_id))]
 pub async fn erase_handoff(
     State(state): State<AdminState>,
-    Path(raw_id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        state.admit(&headers)?;
-        let operator = operator_only(&headers)?;
-        let id = HandoffId::parse(&raw_id).ok_or_else(no_handoff)?;
-        let outcome = state
-            .store
-            .erase_personal_data(&id, &operator, state.clock.now())
-            .await
-            .map_err(store_problem)?;
-        state.action_answer(outcome).await
-    }
-    .await;
-    respond(&headers, result)
+    _: AdminAuth,
+    operator: Operator,
+    HandoffPath(id): HandoffPath,
+) -> Result<Response, Problem> {
+    let operator = operator.name()?;
+    let outcome = state
+        .store
+        .erase_personal_data(&id, &operator, state.clock.now())
+        .await?;
+    state.action_answer(outcome).await
 }
 
 /// A resolve request, validated.
@@ -294,78 +186,46 @@ fn parse_resolve(doc: &Value) -> Result<Resolve, Vec<FieldError>> {
     }
 }
 
-/// Reads a body of at most `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Problem> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            Problem::new(
-                ProblemKind::TooLarge,
-                format!("the body exceeds {limit} bytes"),
-            )
-        } else {
-            Problem::new(ProblemKind::Malformed, "the body could not be read")
-        }
-    })
-}
-
 /// `POST /v1/admin/handoffs/{id}/resolve`.
-#[tracing::instrument(skip_all, fields(handoff_id = %raw_id))]
 pub async fn resolve_handoff(
     State(state): State<AdminState>,
-    Path(raw_id): Path<String>,
-    request: Request,
-) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = parts.headers;
-    let result = async {
-        state.admit(&headers)?;
-        if negotiate::body_type(&headers) != BodyType::Supported(Format::Json) {
-            return Err(Problem::new(
-                ProblemKind::UnsupportedMediaType,
-                "send application/json",
-            ));
+    _: AdminAuth,
+    Operator(operator): Operator,
+    HandoffPath(id): HandoffPath,
+    payload: Payload<JsonOnly>,
+) -> Result<Response, Problem> {
+    let (doc, _) = payload.tree("resolve")?;
+    let (resolve, operator) = match (parse_resolve(&doc), operator) {
+        (Ok(resolve), Ok(operator)) => (resolve, operator),
+        (resolve, operator) => {
+            let mut errors = resolve.err().unwrap_or_default();
+            errors.extend(operator.err());
+            return Err(errors.into());
         }
-        let bytes = read_body(body, state.max_body_bytes).await?;
-        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Problem::new(ProblemKind::Malformed, format!("not well-formed JSON: {e}"))
-        })?;
-        let (resolve, operator) = match (parse_resolve(&doc), operator(&headers)) {
-            (Ok(resolve), Ok(operator)) => (resolve, operator),
-            (resolve, operator) => {
-                let mut errors = resolve.err().unwrap_or_default();
-                errors.extend(operator.err());
-                return Err(Problem::invalid(errors));
-            }
-        };
-        let id = HandoffId::parse(&raw_id).ok_or_else(no_handoff)?;
-        let outcome = state
-            .store
-            .resolve_partial(
-                &id,
-                resolve.resolution,
-                resolve.note.as_deref(),
-                &operator,
-                state.clock.now(),
-                &state.formats,
-            )
-            .await
-            .map_err(store_problem)?;
-        state.action_answer(outcome).await
-    }
-    .await;
-    respond(&headers, result)
+    };
+    let outcome = state
+        .store
+        .resolve_partial(
+            &id,
+            resolve.resolution,
+            resolve.note.as_deref(),
+            &operator,
+            state.clock.now(),
+            &state.formats,
+        )
+        .await?;
+    state.action_answer(outcome).await
 }
 
 /// The `state` parameter of the callback endpoints.
 fn callback_state(
-    params: &[(String, String)],
+    params: &Params,
     allowed: &[CallbackState],
     errors: &mut Vec<FieldError>,
 ) -> Option<CallbackState> {
     let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
-    let wanted = param(params, "state")
+    let wanted = params
+        .get("state")
         .and_then(|s| CallbackState::parse(&s))
         .filter(|s| allowed.contains(s));
     if wanted.is_none() {
@@ -381,116 +241,80 @@ fn callback_state(
 #[tracing::instrument(skip_all)]
 pub async fn list_callbacks(
     State(state): State<AdminState>,
-    Query(params): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        state.admit(&headers)?;
-        let mut errors = Vec::new();
-        let wanted = callback_state(
-            &params,
-            &[CallbackState::Dead, CallbackState::Held],
-            &mut errors,
-        );
-        // Callback cursors are callback ids, not handoff ids: only the
-        // limit is read by the shared paging rules.
-        let without_cursor: Vec<(String, String)> = params
-            .iter()
-            .filter(|(n, _)| n != "cursor")
-            .cloned()
-            .collect();
-        let (limit, _) = paging(&without_cursor, &mut errors);
-        let cursor = param(&params, "cursor");
-        if cursor.as_deref().is_some_and(|c| !c.starts_with("msg_")) {
-            errors.push(field_error(
-                "cursor",
-                "is not a cursor this gateway gave out",
-            ));
-        }
-        check(errors)?;
-        let wanted = wanted.unwrap_or(CallbackState::Dead);
-        let page = state
-            .store
-            .list_callbacks(wanted, limit, cursor.as_deref())
-            .await
-            .map_err(store_problem)?;
-        let items: Vec<Value> = page.items.iter().map(wire::callback).collect();
-        Ok(json_answer(
-            StatusCode::OK,
-            &json!({"items": items, "next_cursor": page.next_cursor}),
-        ))
-    }
-    .await;
-    respond(&headers, result)
+    _: AdminAuth,
+    params: Params,
+) -> Result<Response, Problem> {
+    let mut errors = Vec::new();
+    let wanted = callback_state(
+        &params,
+        &[CallbackState::Dead, CallbackState::Held],
+        &mut errors,
+    );
+    // Callback cursors are callback ids, not handoff ids.
+    let limit = params.limit(&mut errors);
+    let cursor = params.cursor(&mut errors, |c| c.starts_with("msg_"));
+    check(errors)?;
+    let wanted = wanted.unwrap_or(CallbackState::Dead);
+    let page = state
+        .store
+        .list_callbacks(wanted, limit, cursor.as_deref())
+        .await?;
+    let items: Vec<Value> = page.items.iter().map(wire::callback).collect();
+    let doc = json!({"items": items, "next_cursor": page.next_cursor});
+    Ok(http::json(StatusCode::OK, &doc))
 }
 
 /// `POST /v1/admin/callbacks/{id}/replay`.
 #[tracing::instrument(skip_all)]
 pub async fn replay_callback(
     State(state): State<AdminState>,
+    _: AdminAuth,
+    operator: Operator,
     Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        state.admit(&headers)?;
-        let operator = operator_only(&headers)?;
-        let outcome = state
-            .store
-            .replay_callback(&id, &operator, state.clock.now())
-            .await
-            .map_err(store_problem)?;
-        match outcome {
-            CallbackReplay::Replayed(c) => {
-                Ok(json_answer(StatusCode::ACCEPTED, &wire::callback(&c)))
-            }
-            CallbackReplay::NotFound => {
-                Err(Problem::new(ProblemKind::NotFound, "no such callback"))
-            }
-            CallbackReplay::NotDead(s) => Err(Problem::new(
-                ProblemKind::Conflict,
-                format!(
-                    "the callback is {}; only a dead callback can be replayed",
-                    s.as_str()
-                ),
-            )),
-        }
+) -> Result<Response, Problem> {
+    let operator = operator.name()?;
+    let outcome = state
+        .store
+        .replay_callback(&id, &operator, state.clock.now())
+        .await?;
+    match outcome {
+        CallbackReplay::Replayed(c) => Ok(http::json(StatusCode::ACCEPTED, &wire::callback(&c))),
+        CallbackReplay::NotFound => Err(Problem::not_found("callback")),
+        CallbackReplay::NotDead(s) => Err(Problem::conflict(format!(
+            "the callback is {}; only a dead callback can be replayed",
+            s.as_str()
+        ))),
     }
-    .await;
-    respond(&headers, result)
 }
 
 /// `POST /v1/admin/callbacks/replay?state=dead`.
 #[tracing::instrument(skip_all)]
 pub async fn replay_dead_callbacks(
     State(state): State<AdminState>,
-    Query(params): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        state.admit(&headers)?;
-        let mut errors = Vec::new();
-        callback_state(&params, &[CallbackState::Dead], &mut errors);
-        let operator = match operator(&headers) {
-            Ok(name) if errors.is_empty() => name,
-            named => {
-                errors.extend(named.err());
-                return Err(Problem::invalid(errors));
-            }
-        };
-        let n = state
-            .store
-            .replay_dead_callbacks_by(&operator, state.clock.now())
-            .await
-            .map_err(store_problem)?;
-        Ok(json_answer(StatusCode::ACCEPTED, &json!({"replayed": n})))
-    }
-    .await;
-    respond(&headers, result)
+    _: AdminAuth,
+    Operator(operator): Operator,
+    params: Params,
+) -> Result<Response, Problem> {
+    let mut errors = Vec::new();
+    callback_state(&params, &[CallbackState::Dead], &mut errors);
+    let operator = match operator {
+        Ok(name) if errors.is_empty() => name,
+        named => {
+            errors.extend(named.err());
+            return Err(errors.into());
+        }
+    };
+    let n = state
+        .store
+        .replay_dead_callbacks_by(&operator, state.clock.now())
+        .await?;
+    Ok(http::json(StatusCode::ACCEPTED, &json!({"replayed": n})))
 }
 
 /// A `YYYY-MM-DD` date parameter.
-fn date(params: &[(String, String)], name: &str) -> Result<Date, FieldError> {
-    param(params, name)
+fn date(params: &Params, name: &str) -> Result<Date, FieldError> {
+    params
+        .get(name)
         .filter(|raw| {
             raw.len() == 10
                 && raw.bytes().enumerate().all(|(i, b)| {
@@ -523,36 +347,34 @@ fn wants_csv(headers: &HeaderMap) -> bool {
 #[tracing::instrument(skip_all)]
 pub async fn stats(
     State(state): State<AdminState>,
-    Query(params): Query<Vec<(String, String)>>,
+    _: AdminAuth,
+    params: Params,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        state.admit(&headers)?;
-        let (from, to) = match (date(&params, "from"), date(&params, "to")) {
-            (Ok(from), Ok(to)) if to < from => {
-                return Err(Problem::field("to", "must not be before from"));
-            }
-            (Ok(from), Ok(to)) => (from, to),
-            (from, to) => {
-                let errors = from.err().into_iter().chain(to.err()).collect();
-                return Err(Problem::invalid(errors));
-            }
-        };
-        let rows = state.store.stats(from, to).await.map_err(store_problem)?;
-        if wants_csv(&headers) {
-            let mut response = (StatusCode::OK, wire::stats_csv(&rows)).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            );
-            return Ok(response);
+) -> Result<Response, Problem> {
+    let (from, to) = match (date(&params, "from"), date(&params, "to")) {
+        (Ok(from), Ok(to)) if to < from => {
+            return Err(Problem::field("to", "must not be before from"));
         }
-        let rows: Vec<Value> = rows.iter().map(wire::stats_row).collect();
-        Ok(json_answer(
+        (Ok(from), Ok(to)) => (from, to),
+        (from, to) => {
+            return Err(from
+                .err()
+                .into_iter()
+                .chain(to.err())
+                .collect::<Vec<_>>()
+                .into());
+        }
+    };
+    let rows = state.store.stats(from, to).await?;
+    if wants_csv(&headers) {
+        let csv = wire::stats_csv(&rows);
+        return Ok(http::with_content_type(
             StatusCode::OK,
-            &json!({"from": from.to_string(), "to": to.to_string(), "rows": rows}),
-        ))
+            csv,
+            "text/csv; charset=utf-8",
+        ));
     }
-    .await;
-    respond(&headers, result)
+    let rows: Vec<Value> = rows.iter().map(wire::stats_row).collect();
+    let doc = json!({"from": from.to_string(), "to": to.to_string(), "rows": rows});
+    Ok(http::json(StatusCode::OK, &doc))
 }

@@ -147,7 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let bytes: [u8; 32] = rand::random();
             let token = hex::encode(bytes);
-            let hash = crate::intake::auth::token_sha256_hex(&token);
+            let hash = crate::http::auth::token_sha256_hex(&token);
             println!("token:  {token}\nsha256: {hash}");
         }
         Action::Store(action) => {

@@ -12,13 +12,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post};
 
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::callback::BodyFormat;
-use crate::intake::auth::TokenTable;
+use crate::http::auth::{OperatorGate, TokenTable};
+use crate::http::{self, BodyLimit, ProblemFormat};
 use crate::lifecycle::Lifecycle;
 use crate::store::SharedStore;
 
@@ -26,13 +27,25 @@ use crate::store::SharedStore;
 #[derive(Clone)]
 pub struct AdminState {
     store: SharedStore,
-    /// Operators' token hashes (`admin.token_sha256s`).
-    tokens: Arc<TokenTable<()>>,
+    /// Operators' token hashes (`admin.token_sha256s`), and whether the
+    /// gateway takes calls now.
+    gate: Arc<OperatorGate>,
     /// Each client's callback format, for the changes operators relay.
     formats: Arc<HashMap<String, BodyFormat>>,
     max_body_bytes: usize,
-    lifecycle: Lifecycle,
     clock: Arc<dyn Clock>,
+}
+
+impl AsRef<OperatorGate> for AdminState {
+    fn as_ref(&self) -> &OperatorGate {
+        &self.gate
+    }
+}
+
+impl FromRef<AdminState> for BodyLimit {
+    fn from_ref(state: &AdminState) -> Self {
+        BodyLimit(state.max_body_bytes)
+    }
 }
 
 impl AdminState {
@@ -44,12 +57,14 @@ impl AdminState {
     ) -> Self {
         Self {
             store,
-            tokens: Arc::new(TokenTable::new(
-                settings.admin.token_sha256s.iter().map(|h| (h.clone(), ())),
-            )),
+            gate: Arc::new(OperatorGate {
+                tokens: TokenTable::new(
+                    settings.admin.token_sha256s.iter().map(|h| (h.clone(), ())),
+                ),
+                lifecycle,
+            }),
             formats: Arc::new(crate::events::callback_formats(settings)),
             max_body_bytes: settings.server.max_body_bytes,
-            lifecycle,
             clock,
         }
     }
@@ -57,7 +72,7 @@ impl AdminState {
 
 /// The admin routes (`/v1/admin/...`).
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/admin/handoffs", get(api::search_handoffs))
         .route("/v1/admin/handoffs/{id}", get(api::show_handoff))
         .route("/v1/admin/handoffs/{id}/replay", post(api::replay_handoff))
@@ -76,8 +91,9 @@ pub fn router(state: AdminState) -> Router {
             post(api::replay_callback),
         )
         .route("/v1/admin/stats", get(api::stats))
-        // The resolve handler reads its body itself, answering the limit in
-        // the contract's words.
+        // Bodies are read by `Payload`, answering the limit in the
+        // contract's words.
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(state);
+    http::with_problems(routes, ProblemFormat::Json, None)
 }

@@ -3,6 +3,7 @@
 //! Every Vietnam Post detail (paths, field spellings, status codes) stays in
 //! `vnpost`; a second carrier would be a sibling module.
 
+pub mod guard;
 pub mod vnpost;
 
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! The postal worker: claims create jobs, calls Vietnam Post through the
 //! carrier trait, and commits each outcome with its effects.
 
-pub mod guard;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -11,6 +10,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use jiff::SignedDuration;
 
+use crate::carrier::guard::{CallResult, Permit, PostalGuard};
 use crate::carrier::{CallFailure, CancelAnswer, Carrier, CarrierOrder, OrderRequest};
 use crate::clock::Clock;
 use crate::config::{CallbackFormat, Settings};
@@ -22,7 +22,6 @@ use crate::lifecycle::Lifecycle;
 use crate::store::{PostalJob, PostalOperation, PostalOutcome, SharedStore};
 use crate::telemetry::Metrics;
 pub use crate::worker::Executed;
-use guard::{CallResult, Permit, PostalGuard};
 use plan::{JobView, Observation, Plan, Rules};
 
 /// Concurrent worker loops per process.

@@ -22,6 +22,15 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Which wire format the tree came from; XML leaves are always text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {

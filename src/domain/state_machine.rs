@@ -74,9 +74,9 @@ pub struct CarrierEvent {
     pub occurred_at: Timestamp,
 }
 
-/// A callback the verdict asks to relay, in order.
+/// A callback the verdict asks for, in order: what the relay will send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Relay {
+pub enum Notice {
     StatusChanged { status: Status, previous: Status },
     CodSettled,
 }
@@ -90,7 +90,7 @@ pub struct Verdict {
     /// The handoff's state after the event.
     pub next: MachineState,
     /// Callbacks to queue, in this order.
-    pub relay: Vec<Relay>,
+    pub notices: Vec<Notice>,
 }
 
 /// Poll and webhook reports of one status closer than this are one event.
@@ -112,7 +112,7 @@ pub fn apply(state: &MachineState, seen: &[SeenEvent], event: &CarrierEvent) -> 
         effect,
         mapped,
         next: state.clone(),
-        relay: Vec::new(),
+        notices: Vec::new(),
     };
     if is_duplicate(event, seen) {
         let mapped = match CarrierCode::from_code(event.code) {
@@ -126,11 +126,11 @@ pub fn apply(state: &MachineState, seen: &[SeenEvent], event: &CarrierEvent) -> 
         CarrierCode::Draft => return unchanged(Effect::Annotation, None),
         CarrierCode::CodPaid => {
             let mut next = state.clone();
-            let mut relay = Vec::new();
+            let mut notices = Vec::new();
             if !state.cod_settled {
                 if state.status == Status::Delivered {
                     next.cod_settled = true;
-                    relay.push(Relay::CodSettled);
+                    notices.push(Notice::CodSettled);
                 } else {
                     next.cod_held = true;
                 }
@@ -139,7 +139,7 @@ pub fn apply(state: &MachineState, seen: &[SeenEvent], event: &CarrierEvent) -> 
                 effect: Effect::Annotation,
                 mapped: None,
                 next,
-                relay,
+                notices,
             };
         }
         CarrierCode::DeliveryCancelled if state.picked_up => Status::Returning,
@@ -157,10 +157,10 @@ pub fn apply(state: &MachineState, seen: &[SeenEvent], event: &CarrierEvent) -> 
     }
     let mut next = state.clone();
     next.watermark = Some((event.occurred_at, rank));
-    let mut relay = Vec::new();
+    let mut notices = Vec::new();
     if mapped != state.status {
         next.status = mapped;
-        relay.push(Relay::StatusChanged {
+        notices.push(Notice::StatusChanged {
             status: mapped,
             previous: state.status,
         });
@@ -170,14 +170,14 @@ pub fn apply(state: &MachineState, seen: &[SeenEvent], event: &CarrierEvent) -> 
         if mapped == Status::Delivered && state.cod_held && !state.cod_settled {
             next.cod_settled = true;
             next.cod_held = false;
-            relay.push(Relay::CodSettled);
+            notices.push(Notice::CodSettled);
         }
     }
     Verdict {
         effect: Effect::Applied,
         mapped: Some(mapped),
         next,
-        relay,
+        notices,
     }
 }
 
@@ -233,7 +233,7 @@ mod tests {
         let v = apply(&s, &[], &ev(15, 20));
         assert_eq!(v.effect, Effect::Absorbed);
         assert_eq!(v.next.status, Status::Delivered);
-        assert!(v.relay.is_empty());
+        assert!(v.notices.is_empty());
     }
 
     #[test]
@@ -260,14 +260,14 @@ mod tests {
         let mut relayed = Vec::new();
         for (code, at) in [(12, 1), (15, 2), (12, 3), (15, 4), (15, 5)] {
             let v = apply(&s, &[], &ev(code, at));
-            relayed.extend(v.relay);
+            relayed.extend(v.notices);
             s = v.next;
         }
         let statuses: Vec<Status> = relayed
             .iter()
             .map(|r| match r {
-                Relay::StatusChanged { status, .. } => *status,
-                Relay::CodSettled => panic!(),
+                Notice::StatusChanged { status, .. } => *status,
+                Notice::CodSettled => panic!(),
             })
             .collect();
         use Status::*;
@@ -287,20 +287,20 @@ mod tests {
         let s = apply(&created(), &[], &ev(12, 1)).next;
         let v = apply(&s, &[], &ev(21, 2));
         assert_eq!(v.effect, Effect::Annotation);
-        assert!(v.relay.is_empty());
+        assert!(v.notices.is_empty());
         let v = apply(&v.next, &[], &ev(14, 3));
         assert_eq!(
-            v.relay,
+            v.notices,
             [
-                Relay::StatusChanged {
+                Notice::StatusChanged {
                     status: Status::Delivered,
                     previous: Status::OutForDelivery
                 },
-                Relay::CodSettled
+                Notice::CodSettled
             ]
         );
         let again = apply(&v.next, &[], &ev(21, 4));
-        assert!(again.relay.is_empty());
+        assert!(again.notices.is_empty());
         assert_eq!(again.next.status, Status::Delivered);
     }
 
@@ -369,8 +369,8 @@ mod tests {
             let mut relayed: Vec<(Status, Status, Timestamp)> = Vec::new();
             for e in &events {
                 let v = apply(&state, &seen_events, e);
-                for r in &v.relay {
-                    if let Relay::StatusChanged { status, previous } = r {
+                for r in &v.notices {
+                    if let Notice::StatusChanged { status, previous } = r {
                         relayed.push((*status, *previous, e.occurred_at));
                     }
                 }

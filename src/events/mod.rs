@@ -2,7 +2,6 @@
 //! reconciliation poller), both feeding the same state machine.
 
 pub mod poller;
-pub mod record;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,8 +10,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::post;
 use ipnet::IpNet;
 use secrecy::ExposeSecret;
@@ -20,15 +19,16 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::carrier::vnpost::webhook::{StatusRecord, parse_record, read_batch};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::callback::BodyFormat;
 use crate::domain::sla::{Calendar, SlaRules};
 use crate::domain::state_machine::CarrierEvent;
 use crate::domain::{CarrierInfo, PostalOrder, Source};
+use crate::http::{self, Problem, ProblemFormat, ProblemKind};
 use crate::store::{EventContext, EventOutcome, IncomingCarrierEvent, SharedStore};
 use crate::telemetry::Metrics;
-use record::{StatusRecord, parse_record, read_batch};
 
 /// What the webhook receiver needs.
 #[derive(Clone)]
@@ -143,37 +143,11 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
 
 /// The webhook route, served on the main listener.
 pub fn router(state: EventsState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/postal/vnpost/events/{webhook_key}", post(receive))
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
-}
-
-fn answer(status: StatusCode, body: Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        if status.is_success() {
-            header::HeaderValue::from_static("application/json")
-        } else {
-            header::HeaderValue::from_static("application/problem+json")
-        },
-    );
-    r
-}
-
-fn problem(status: StatusCode, slug: &str, detail: &str, headers: &HeaderMap) -> Response {
-    answer(
-        status,
-        json!({
-            "type": format!("urn:bcci:problem:{slug}"),
-            "title": detail,
-            "status": status.as_u16(),
-            "detail": detail,
-            "instance": crate::intake::request_id(headers),
-            "errors": [],
-        }),
-    )
+        .with_state(state);
+    http::with_problems(routes, ProblemFormat::Json, None)
 }
 
 #[tracing::instrument(skip_all)]
@@ -183,58 +157,36 @@ async fn receive(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
+) -> Result<Response, Problem> {
     let m = &state.metrics;
     if !state.key_ok(&key) {
         m.postal_event("webhook", "unauthorized");
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        return Err(Problem::new(
+            ProblemKind::Unauthorized,
             "unknown webhook key",
-            &headers,
-        );
+        ));
     }
     if !state.address_allowed(peer.ip(), &headers) {
         m.postal_event("webhook", "forbidden");
-        return problem(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "address not allowed",
-            &headers,
-        );
+        return Err(Problem::new(ProblemKind::Forbidden, "address not allowed"));
     }
-    let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| {
+            Problem::new(
+                ProblemKind::TooLarge,
                 "the body exceeds postal.webhook_max_body_bytes",
-                &headers,
-            );
-        }
-    };
-    let batch = match read_batch(&bytes) {
-        Ok(batch) => batch,
-        Err(detail) => {
-            return problem(StatusCode::BAD_REQUEST, "malformed", detail, &headers);
-        }
-    };
-    match record_batch(&state, &batch.records, batch.send_date, Source::Webhook).await {
-        Ok(()) => answer(StatusCode::OK, json!({"success": true})),
-        Err(e) => {
+            )
+        })?;
+    let batch =
+        read_batch(&bytes).map_err(|detail| Problem::new(ProblemKind::Malformed, detail))?;
+    record_batch(&state, &batch.records, batch.send_date, Source::Webhook)
+        .await
+        .map_err(|e| {
             tracing::error!(error = %e, "webhook batch not stored");
-            let mut r = problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the store is unavailable",
-                &headers,
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-            r
-        }
-    }
+            Problem::store_unavailable()
+        })?;
+    Ok(http::json(StatusCode::OK, &json!({"success": true})))
 }
 
 /// Stores a batch: understood records through the state machine, the others

@@ -8,8 +8,8 @@ use std::time::Duration;
 use jiff::SignedDuration;
 
 use super::EventsState;
+use crate::carrier::guard::{CallResult, PostalGuard};
 use crate::carrier::{CallFailure, Carrier, CarrierOrder};
-use crate::dispatch::guard::{CallResult, PostalGuard};
 use crate::domain::ownership::OrderFate;
 use crate::domain::state_machine::CarrierEvent;
 use crate::domain::time::vietnam;

@@ -1,40 +1,12 @@
 //! A request body read into a valid handoff request, or into the problem
 //! that answers it (intake-api.md, "Errors": 415, 400, 422).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::negotiate::Format;
-use super::problem::{Problem, ProblemKind};
-use super::xml;
 use crate::domain::request::Origin;
 use crate::domain::{HandoffRequest, RequestRules};
-
-/// Reads a body in `format` into the neutral tree validation works on.
-pub fn read_tree(format: Format, bytes: &[u8]) -> Result<(Value, Origin), Problem> {
-    match format {
-        Format::Json => {
-            let tree: Value = serde_json::from_slice(bytes).map_err(|e| {
-                Problem::new(ProblemKind::Malformed, format!("not well-formed JSON: {e}"))
-            })?;
-            Ok((tree, Origin::Json))
-        }
-        Format::Xml => {
-            let (root, tree) = xml::read_tree(bytes).map_err(|e| match e {
-                xml::XmlError::Encoding(m) => Problem::new(
-                    ProblemKind::UnsupportedMediaType,
-                    format!("XML must be encoded in UTF-8 ({m})"),
-                ),
-                xml::XmlError::Malformed(m) => Problem::new(ProblemKind::Malformed, m),
-            })?;
-            if root != "handoff" {
-                return Err(Problem::field(&root, "the root element must be <handoff>"));
-            }
-            // `<handoff/>` is an empty request: every required field is missing.
-            let tree = if tree.is_null() { json!({}) } else { tree };
-            Ok((tree, Origin::Xml))
-        }
-    }
-}
+use crate::http::extract::read_tree;
+use crate::http::{Format, Problem};
 
 /// The `kind` label of `bcci_handoffs_received_total` for a tree.
 pub fn kind_label(tree: &Value) -> &'static str {
@@ -66,6 +38,6 @@ pub fn parse_request(
     bytes: &[u8],
     rules: &RequestRules,
 ) -> Result<HandoffRequest, Problem> {
-    let (tree, origin) = read_tree(format, bytes)?;
+    let (tree, origin) = read_tree(format, bytes, "handoff")?;
     parse_tree(&tree, origin, rules)
 }

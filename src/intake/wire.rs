@@ -100,16 +100,6 @@ fn timeline_entry(e: &TimelineEntry) -> TimelineDoc<'_> {
     }
 }
 
-/// Element names of list items in XML answers.
-pub fn xml_item_name(list: &str) -> &'static str {
-    match list {
-        "timeline" => "event",
-        "handoffs" => "handoff",
-        "errors" => "error",
-        _ => "item",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -15,7 +15,7 @@ use super::{
     EventContext, EventOutcome, HandoffKey, IncomingCarrierEvent, StoreError, from_ms, ms,
 };
 use crate::domain::callback::{BodyFormat, CallbackType, CodSettlement};
-use crate::domain::state_machine::{self, CarrierCode, Relay, SeenEvent};
+use crate::domain::state_machine::{self, CarrierCode, Notice, SeenEvent};
 use crate::domain::{Handoff, HandoffId, Kind, PostalOrder, Source, Status};
 
 /// The columns [`EventHandoff::from_row`] reads.
@@ -476,11 +476,11 @@ fn record_event<'a>(
         h.cod_amount_reported = h.cod_amount_reported.or(incoming.cod_amount);
     }
     let mut first_sequence = None;
-    for relay in &decided.verdict.relay {
-        let draft = CallbackDraft::relayed(relay, incoming, decided.cod);
+    for notice in &decided.verdict.notices {
+        let draft = CallbackDraft::relayed(notice, incoming, decided.cod);
         let sequence = plan.callback(h, &draft, format);
-        match relay {
-            Relay::CodSettled if decided.verdict.mapped.is_some() => {
+        match notice {
+            Notice::CodSettled if decided.verdict.mapped.is_some() => {
                 // The COD report held earlier is the entry this callback relays.
                 let held = h.seen.iter_mut().find(|s| {
                     matches!(CarrierCode::from_code(s.event.code), CarrierCode::CodPaid)

@@ -25,12 +25,17 @@ impl StoreHealth {
         self.0.load(Ordering::Relaxed)
     }
 
+    /// The store could not be reached.
+    pub fn set_down(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
     /// Takes what a store call found: an answer means up, an unreachable
     /// store down; unreadable data says nothing about reachability.
     pub fn record<T>(&self, result: &Result<T, StoreError>) {
         match result {
             Ok(_) => self.0.store(true, Ordering::Relaxed),
-            Err(StoreError::Unavailable(_)) => self.0.store(false, Ordering::Relaxed),
+            Err(StoreError::Unavailable(_)) => self.set_down(),
             Err(StoreError::Corrupt(_)) => {}
         }
     }

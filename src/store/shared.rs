@@ -12,7 +12,7 @@ use sqlx::sqlite::SqliteRow;
 use super::admin::{CallbackRecord, CallbackState};
 use super::{IncomingCarrierEvent, NewHandoff, PostalJob, PostalOutcome, StoreError, from_ms, ms};
 use crate::domain::callback::{BodyFormat, CallbackEvent, CallbackType};
-use crate::domain::state_machine::Relay;
+use crate::domain::state_machine::Notice;
 use crate::domain::time::vietnam;
 use crate::domain::{
     CarrierInfo, CreateStep, Effect, Handoff, HandoffId, Kind, Source, Status, TimelineEntry,
@@ -311,18 +311,18 @@ pub(super) struct CallbackDraft<'a> {
 }
 
 impl<'a> CallbackDraft<'a> {
-    /// The callback a carrier event's verdict asks for (`relay`); `cod` is
+    /// The callback a carrier event's verdict asks for (a `Notice`); `cod` is
     /// what a COD settlement reports.
     pub(super) fn relayed(
-        relay: &Relay,
+        notice: &Notice,
         incoming: &'a IncomingCarrierEvent,
         cod: crate::domain::callback::CodSettlement,
     ) -> Self {
-        let (event_type, status, previous) = match *relay {
-            Relay::StatusChanged { status, previous } => {
+        let (event_type, status, previous) = match *notice {
+            Notice::StatusChanged { status, previous } => {
                 (CallbackType::StatusChanged, status, previous)
             }
-            Relay::CodSettled => (
+            Notice::CodSettled => (
                 CallbackType::CodSettled,
                 Status::Delivered,
                 Status::Delivered,

@@ -2,7 +2,7 @@
 //! as a process, writes its TOML through [`TestConfig`].
 
 use bcci_gateway::config::Settings;
-use bcci_gateway::intake::auth::token_sha256_hex;
+use bcci_gateway::http::auth::token_sha256_hex;
 
 /// The callback secret the intake clients of the tests share.
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

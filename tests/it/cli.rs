@@ -12,7 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_bcci-gateway");
 const TOKEN: &str = "cli-test-token";
 
 fn sha256_hex(s: &str) -> String {
-    bcci_gateway::intake::auth::token_sha256_hex(s)
+    bcci_gateway::http::auth::token_sha256_hex(s)
 }
 
 /// Writes a configuration file into `dir` and returns its path and ports.

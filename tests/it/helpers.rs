@@ -275,7 +275,7 @@ pub fn problem_of(content_type: &str, body: &str) -> (String, Vec<String>) {
             "{body}"
         );
         let (root, tree) =
-            bcci_gateway::intake::xml::read_tree(body.as_bytes()).expect("problem XML parses");
+            bcci_gateway::http::xml::read_tree(body.as_bytes()).expect("problem XML parses");
         assert_eq!(root, "problem");
         let slug = tree["type"]
             .as_str()

@@ -2,7 +2,7 @@
 
 use bcci_gateway::domain::request::Origin;
 use bcci_gateway::domain::{HandoffRequest, RequestRules};
-use bcci_gateway::intake::xml;
+use bcci_gateway::http::xml;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use unicode_normalization::UnicodeNormalization;

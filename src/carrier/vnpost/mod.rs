@@ -4,6 +4,7 @@
 //! module holds the HTTP calls, the token and the metrics.
 
 mod address_map;
+pub mod webhook;
 pub mod wire;
 
 use std::path::Path;
@@ -21,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use self::address_map::AddressMap;
-use self::wire::{Answer, History, Op, OrderProfile, Page, TransientPatterns, Transport};
+use self::wire::{Answer, History, ListPage, Op, OrderProfile, TransientPatterns, Transport};
 use crate::carrier::{
     CallFailure, CancelAnswer, Carrier, CarrierOrder, OrderRequest, TrackingEvent,
 };
@@ -308,11 +309,11 @@ impl Carrier for VnPostClient {
                         ])
                     },
                     |v| wire::list_page(v, sale_order_code),
-                    |_: &Page| "ok",
+                    |_: &ListPage| "ok",
                 )
                 .await;
             log_failure(Op::Lookup, &result);
-            let Page { records, matches } = result?;
+            let ListPage { records, matches } = result?;
             found.extend(matches);
             if records < wire::PAGE_SIZE {
                 return Ok(found);

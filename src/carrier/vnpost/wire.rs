@@ -391,13 +391,13 @@ pub fn order_record(value: &Value) -> Option<CarrierOrder> {
 
 /// One GetListOrder page: how many records it held, and the ones for our code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
+pub struct ListPage {
     pub records: usize,
     pub matches: Vec<CarrierOrder>,
 }
 
 /// Reads a GetListOrder page (`results`, possibly under `data` or in a list).
-pub fn list_page(value: &Value, sale_order_code: &str) -> Result<Page, CallFailure> {
+pub fn list_page(value: &Value, sale_order_code: &str) -> Result<ListPage, CallFailure> {
     let Some(records) = results(value) else {
         return Err(transient(
             Op::Lookup,
@@ -425,7 +425,7 @@ pub fn list_page(value: &Value, sale_order_code: &str) -> Result<Page, CallFailu
         };
         matches.push(order);
     }
-    Ok(Page {
+    Ok(ListPage {
         records: records.len(),
         matches,
     })
@@ -559,15 +559,24 @@ pub fn carrier_time(s: &str) -> Option<Timestamp> {
     if let Ok(ts) = s.parse::<Timestamp>() {
         return Some(ts);
     }
-    let civil = DateTime::strptime("%d/%m/%Y %H:%M:%S", s)
-        .or_else(|_| DateTime::strptime("%d/%m/%Y %H:%M", s))
+    if let Some(ts) = parse_vietnam_time(s) {
+        return Some(ts);
+    }
+    let civil = DateTime::strptime("%d/%m/%Y %H:%M", s)
         .or_else(|_| s.parse::<DateTime>())
         .ok()?;
     civil.to_zoned(vietnam()).ok().map(|z| z.timestamp())
 }
 
+/// `dd/MM/yyyy HH:mm:ss`, Vietnam time: the webhook's `statusDate` and
+/// `sendDate`.
+pub fn parse_vietnam_time(raw: &str) -> Option<Timestamp> {
+    let civil = DateTime::strptime("%d/%m/%Y %H:%M:%S", raw.trim()).ok()?;
+    civil.to_zoned(vietnam()).ok().map(|z| z.timestamp())
+}
+
 /// The first of `keys` holding a non-empty string or a number, as text.
-fn text(o: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+pub(super) fn text(o: &Map<String, Value>, keys: &[&str]) -> Option<String> {
     keys.iter()
         .filter_map(|k| o.get(*k))
         .filter_map(value_text)
@@ -583,7 +592,7 @@ fn value_text(v: &Value) -> Option<String> {
 }
 
 /// The first of `keys` holding an integer, as a number or numeric string.
-fn integer(o: &Map<String, Value>, keys: &[&str]) -> Option<i64> {
+pub(super) fn integer(o: &Map<String, Value>, keys: &[&str]) -> Option<i64> {
     keys.iter().filter_map(|k| o.get(*k)).find_map(|v| match v {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(whole)),
         Value::String(s) => {

@@ -73,7 +73,7 @@ async fn the_same_request_as_json_then_xml_is_the_same_handoff() {
             .starts_with("application/xml")
     );
     let xml = r.text().await.unwrap();
-    let (_, tree) = bcci_gateway::intake::xml::read_tree(xml.as_bytes()).unwrap();
+    let (_, tree) = bcci_gateway::http::xml::read_tree(xml.as_bytes()).unwrap();
     assert_eq!(tree["id"], created["id"]);
 
     // XML asked to answer in JSON.

@@ -73,7 +73,7 @@ async fn get_answers_xml_when_accept_asks_for_it() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
-    let (root, tree) = bcci_gateway::intake::xml::read_tree(body.as_bytes()).unwrap();
+    let (root, tree) = bcci_gateway::http::xml::read_tree(body.as_bytes()).unwrap();
     assert_eq!(root, "handoff");
     assert_eq!(tree["id"], created["id"]);
     assert_eq!(tree["status"], "received");

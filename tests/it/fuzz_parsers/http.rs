@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use bcci_gateway::intake::xml;
+use bcci_gateway::http::xml;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use serde_json::Value;

@@ -4,10 +4,10 @@ use std::time::{Duration, Instant};
 
 use bcci_gateway::domain::request::Origin;
 use bcci_gateway::domain::{HandoffRequest, RequestRules};
+use bcci_gateway::http::negotiate::Format;
+use bcci_gateway::http::problem::{Problem, ProblemKind};
+use bcci_gateway::http::xml;
 use bcci_gateway::intake::body::parse_request;
-use bcci_gateway::intake::negotiate::Format;
-use bcci_gateway::intake::problem::{Problem, ProblemKind};
-use bcci_gateway::intake::xml;
 use proptest::prelude::*;
 use serde_json::Value;
 

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bcci_gateway::carrier::CallFailure;
+use bcci_gateway::carrier::guard::{BreakerSettings, CallResult, PostalGuard};
 use bcci_gateway::carrier::vnpost::token_answer;
 use bcci_gateway::carrier::vnpost::wire::{
     self, Answer, MAX_MESSAGE_CHARS, Op, TransientPatterns, cancel_answer, carrier_time, classify,
     create_answer, list_page, parse_retry_after, tracking_history,
 };
-use bcci_gateway::dispatch::guard::{BreakerSettings, CallResult, PostalGuard};
 use bcci_gateway::telemetry::Metrics;
 use proptest::prelude::*;
 use serde_json::{Value, json};

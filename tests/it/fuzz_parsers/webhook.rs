@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use bcci_gateway::events::record::{parse_record, parse_vietnam_time, read_batch};
+use bcci_gateway::carrier::vnpost::webhook::{parse_record, parse_vietnam_time, read_batch};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

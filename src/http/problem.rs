@@ -1,4 +1,7 @@
 //! RFC 9457 problem documents, as JSON or XML.
+//!
+//! A handler returns `Err(Problem)`; `http::problems` renders it with the
+//! request's id as `instance`, in the format the request negotiated.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -6,12 +9,17 @@ use serde_json::json;
 
 use super::xml;
 use crate::domain::FieldError;
+use crate::store::StoreError;
+
+/// Seconds a caller should wait before retrying when the gateway is unavailable.
+pub const UNAVAILABLE_RETRY_S: u64 = 5;
 
 /// The contract's problem types, in the order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemKind {
     Unavailable,
     Unauthorized,
+    Forbidden,
     RateLimited,
     UnsupportedMediaType,
     TooLarge,
@@ -26,6 +34,7 @@ impl ProblemKind {
         match self {
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProblemKind::Forbidden => StatusCode::FORBIDDEN,
             ProblemKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -40,6 +49,7 @@ impl ProblemKind {
         match self {
             ProblemKind::Unavailable => "unavailable",
             ProblemKind::Unauthorized => "unauthorized",
+            ProblemKind::Forbidden => "forbidden",
             ProblemKind::RateLimited => "rate-limited",
             ProblemKind::UnsupportedMediaType => "unsupported-media-type",
             ProblemKind::TooLarge => "too-large",
@@ -54,6 +64,7 @@ impl ProblemKind {
         match self {
             ProblemKind::Unavailable => "The gateway is not accepting requests right now",
             ProblemKind::Unauthorized => "Missing or unknown credentials",
+            ProblemKind::Forbidden => "Forbidden",
             ProblemKind::RateLimited => "Too many requests",
             ProblemKind::UnsupportedMediaType => "Unsupported media type",
             ProblemKind::TooLarge => "Request body too large",
@@ -69,6 +80,7 @@ impl ProblemKind {
         match self {
             ProblemKind::Unavailable => "draining",
             ProblemKind::Unauthorized => "unauthorized",
+            ProblemKind::Forbidden => "forbidden",
             ProblemKind::RateLimited => "rate_limited",
             ProblemKind::UnsupportedMediaType => "unsupported_media_type",
             ProblemKind::TooLarge => "too_large",
@@ -87,6 +99,8 @@ pub struct Problem {
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub retry_after_s: Option<u64>,
+    /// The store could not be reached: the listener's store health goes down.
+    pub store_unreachable: bool,
 }
 
 impl Problem {
@@ -96,7 +110,29 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after_s: None,
+            store_unreachable: false,
         }
+    }
+
+    /// 503: the gateway is draining.
+    pub fn draining() -> Self {
+        Self::new(ProblemKind::Unavailable, "the gateway is shutting down")
+            .retry_after(UNAVAILABLE_RETRY_S)
+    }
+
+    /// 503: the store does not answer.
+    pub fn store_unavailable() -> Self {
+        Self::new(ProblemKind::Unavailable, "the store is unavailable")
+            .retry_after(UNAVAILABLE_RETRY_S)
+    }
+
+    /// 404 naming what was not found.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ProblemKind::NotFound, format!("no such {what}"))
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(ProblemKind::Conflict, detail)
     }
 
     pub fn invalid(errors: Vec<FieldError>) -> Self {
@@ -140,7 +176,7 @@ impl Problem {
         let (content_type, body) = if as_xml {
             (
                 "application/problem+xml",
-                xml::write_document_ns("problem", "urn:ietf:rfc:7807", &doc, item_name),
+                xml::write_document_ns("problem", "urn:ietf:rfc:7807", &doc, xml::item_name),
             )
         } else {
             ("application/problem+json", doc.to_string())
@@ -155,9 +191,31 @@ impl Problem {
     }
 }
 
-fn item_name(list: &str) -> &'static str {
-    match list {
-        "errors" => "error",
-        _ => "item",
+/// Rendered as JSON without an `instance`; `http::problems` renders it again
+/// with the request's id and negotiated format (the problem rides along as
+/// a response extension).
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut response = self.render("", false);
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// A store failure answers 503; it is logged here, once, with its cause.
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failed");
+        Self {
+            store_unreachable: matches!(e, StoreError::Unavailable(_)),
+            ..Self::store_unavailable()
+        }
+    }
+}
+
+/// Field errors answer 422, naming every field.
+impl From<Vec<FieldError>> for Problem {
+    fn from(errors: Vec<FieldError>) -> Self {
+        Self::invalid(errors)
     }
 }

@@ -1,11 +1,11 @@
-//! Vietnam Post's webhook records, read leniently (key spellings vary
-//! between deployments) into carrier events.
+//! Vietnam Post's webhook bodies, read leniently (key spellings vary
+//! between deployments, as in its API's answers) into status records.
 
 use jiff::Timestamp;
-use jiff::civil::DateTime;
 use serde_json::Value;
 
-use crate::domain::time::vietnam;
+pub use super::wire::parse_vietnam_time;
+use super::wire::{integer, text};
 
 /// One status record of a webhook batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,34 +46,12 @@ pub fn read_batch(bytes: &[u8]) -> Result<Batch, &'static str> {
     }
 }
 
-/// Parses `dd/MM/yyyy HH:mm:ss`, Vietnam time.
-pub fn parse_vietnam_time(raw: &str) -> Option<Timestamp> {
-    let dt = DateTime::strptime("%d/%m/%Y %H:%M:%S", raw.trim()).ok()?;
-    dt.to_zoned(vietnam()).ok().map(|z| z.timestamp())
-}
-
-fn text(record: &Value, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|k| match record.get(*k) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    })
-}
-
-fn integer(record: &Value, keys: &[&str]) -> Option<i64> {
-    keys.iter().find_map(|k| match record.get(*k) {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    })
-}
-
 /// Reads one record; `send_date` is the batch's `sendDate`, the fallback
 /// event time. The error names what is missing (never a value).
 pub fn parse_record(record: &Value, send_date: Option<Timestamp>) -> Result<StatusRecord, String> {
-    if !record.is_object() {
+    let Some(record) = record.as_object() else {
         return Err("record is not an object".into());
-    }
+    };
     let code =
         integer(record, &["status", "statusCode"]).ok_or("status is missing or not a number")?;
     let occurred_at = text(record, &["statusDate"])

@@ -232,6 +232,16 @@ fn insert(map: &mut Map<String, Value>, key: String, value: Value) {
 
 pub use crate::domain::xml::{ItemName, write_document, write_document_ns};
 
+/// Element names of list items in XML answers.
+pub fn item_name(list: &str) -> &'static str {
+    match list {
+        "timeline" => "event",
+        "handoffs" => "handoff",
+        "errors" => "error",
+        _ => "item",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
