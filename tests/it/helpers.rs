@@ -32,6 +32,66 @@ pub struct TestApp {
     #[allow(dead_code)]
     pub receiver: Option<TestReceiver>,
     pub place: TestStore,
+    /// Set by [`TestApp::expect_dead`]: the test means to leave work dead.
+    dead_expected: std::sync::atomic::AtomicBool,
+}
+
+impl TestApp {
+    /// The test leaves a postal job or a callback dead on purpose (it has
+    /// looked at it): dropping the app does not fail.
+    #[allow(dead_code)]
+    pub fn expect_dead(&self) {
+        self.dead_expected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// As crates.io's test app checks that no background job was left behind: a
+/// test that ends with a postal job or a callback dead, and did not say it
+/// meant to (`expect_dead`), fails, so work that failed in the background
+/// cannot pass unseen.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            || self
+                .dead_expected
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        // The test's runtime is the thread running this drop: read on a
+        // thread and a connection of their own.
+        let url = self.place.url.clone();
+        let dead = std::thread::spawn(move || dead_work(&url))
+            .join()
+            .expect("reading the store's dead work");
+        assert!(
+            dead.is_empty(),
+            "the test left work dead without examining it: {dead:?} \
+             (call TestApp::expect_dead where a test means to)"
+        );
+    }
+}
+
+/// The dead postal jobs and callbacks of the store at `url`.
+fn dead_work(url: &str) -> Vec<String> {
+    use sqlx::Connection as _;
+    const DEAD: &str = "SELECT 'postal job ' || operation || ' of ' || handoff_id FROM postal_jobs \
+         WHERE state = 'dead' UNION ALL \
+         SELECT 'callback ' || id FROM callbacks WHERE state = 'dead'";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        if url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(DEAD).fetch_all(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(DEAD).fetch_all(&mut c).await.unwrap()
+        }
+    })
 }
 
 /// The test configuration of the intake API tests: two clients (one with a
@@ -122,6 +182,7 @@ impl TestAppBuilder {
             server: tokio::spawn(app.run_until_stopped()),
             receiver,
             place,
+            dead_expected: Default::default(),
         })
     }
 
@@ -191,9 +252,9 @@ impl TestApp {
     }
 
     /// Stops the app and waits for it to exit.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.lifecycle.drain();
-        self.server.await.expect("join").expect("clean exit");
+        (&mut self.server).await.expect("join").expect("clean exit");
     }
 }
 

@@ -4,3 +4,4 @@ mod idempotency;
 mod intake_errors;
 mod probes;
 mod reads;
+mod test_app;

@@ -21,7 +21,7 @@ async fn both_listeners_answer_health_and_readiness() {
 
 #[tokio::test]
 async fn readiness_turns_503_when_draining() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     // A long-lived connection sees the drain on its next request.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
@@ -37,7 +37,7 @@ async fn readiness_turns_503_when_draining() {
         .await
         .expect("still listening while draining");
     assert_eq!(after.status(), 503);
-    app.server.await.unwrap().unwrap();
+    (&mut app.server).await.unwrap().unwrap();
 }
 
 #[tokio::test]
