@@ -19,23 +19,6 @@ use crate::store::admin::{AdminOutcome, CallbackReplay, CallbackState, Resolutio
 /// Longest resolve note, in characters.
 const MAX_NOTE_CHARS: usize = 500;
 
-fn no_handoff() -> Problem {
-    Problem::not_found("handoff")
-}
-
-fn field_error(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError::new(field, message)
-}
-
-/// `Ok` when no field is at fault, else a 422 naming every one.
-fn check(errors: Vec<FieldError>) -> Result<(), Problem> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.into())
-    }
-}
-
 impl AdminState {
     /// The handoff with its timeline.
     async fn full(&self, handoff: &Handoff) -> Result<Value, Problem> {
@@ -49,14 +32,13 @@ impl AdminState {
             AdminOutcome::Done(handoff) => {
                 Ok(http::json(StatusCode::OK, &self.full(&handoff).await?))
             }
-            AdminOutcome::NotFound => Err(no_handoff()),
+            AdminOutcome::NotFound => Err(Problem::not_found("handoff")),
             AdminOutcome::Conflict(detail) => Err(Problem::conflict(detail)),
         }
     }
 }
 
 /// `GET /v1/admin/handoffs`: search across clients.
-#[tracing::instrument(skip_all)]
 pub async fn search_handoffs(
     State(state): State<AdminState>,
     _: AdminAuth,
@@ -68,12 +50,12 @@ pub async fn search_handoffs(
         .and_then(|s| match s.parse::<Status>() {
             Ok(s) => Some(s),
             Err(()) => {
-                errors.push(field_error("status", "is not a handoff status"));
+                errors.push(FieldError::new("status", "is not a handoff status"));
                 None
             }
         });
     let (limit, cursor) = params.paging(&mut errors);
-    check(errors)?;
+    Problem::check(errors)?;
     let filter = HandoffFilter {
         client: params.get("client"),
         dossier_code: params.get("dossier_code"),
@@ -100,7 +82,7 @@ pub async fn show_handoff(
         .store
         .handoff(None, &id)
         .await?
-        .ok_or_else(no_handoff)?;
+        .ok_or_else(|| Problem::not_found("handoff"))?;
     Ok(http::json(StatusCode::OK, &state.full(&handoff).await?))
 }
 
@@ -144,7 +126,7 @@ struct Resolve {
 /// bad field.
 fn parse_resolve(doc: &Value) -> Result<Resolve, Vec<FieldError>> {
     let Some(fields) = doc.as_object() else {
-        return Err(vec![field_error(
+        return Err(vec![FieldError::new(
             "status",
             "the body must be an object with status and note",
         )]);
@@ -152,21 +134,21 @@ fn parse_resolve(doc: &Value) -> Result<Resolve, Vec<FieldError>> {
     let mut errors = Vec::new();
     for name in fields.keys() {
         if name != "status" && name != "note" {
-            errors.push(field_error(name, "is not a known field"));
+            errors.push(FieldError::new(name, "is not a known field"));
         }
     }
     let resolution = match fields.get("status") {
-        None | Some(Value::Null) => Err(field_error("status", "is required")),
+        None | Some(Value::Null) => Err(FieldError::new("status", "is required")),
         Some(Value::String(s)) => Resolution::parse(s)
-            .ok_or_else(|| field_error("status", "must be delivered or returned")),
-        Some(_) => Err(field_error("status", "must be a string")),
+            .ok_or_else(|| FieldError::new("status", "must be delivered or returned")),
+        Some(_) => Err(FieldError::new("status", "must be a string")),
     };
     let note = match fields.get("note") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
             let note = normalize(s);
             if char_len(&note) > MAX_NOTE_CHARS {
-                Err(field_error(
+                Err(FieldError::new(
                     "note",
                     format!("must be at most {MAX_NOTE_CHARS} characters"),
                 ))
@@ -174,7 +156,7 @@ fn parse_resolve(doc: &Value) -> Result<Resolve, Vec<FieldError>> {
                 Ok(Some(note).filter(|n| !n.is_empty()))
             }
         }
-        Some(_) => Err(field_error("note", "must be a string")),
+        Some(_) => Err(FieldError::new("note", "must be a string")),
     };
     match (resolution, note) {
         (Ok(resolution), Ok(note)) if errors.is_empty() => Ok(Resolve { resolution, note }),
@@ -229,7 +211,7 @@ fn callback_state(
         .and_then(|s| CallbackState::parse(&s))
         .filter(|s| allowed.contains(s));
     if wanted.is_none() {
-        errors.push(field_error(
+        errors.push(FieldError::new(
             "state",
             format!("is required: one of {}", names.join(", ")),
         ));
@@ -238,7 +220,6 @@ fn callback_state(
 }
 
 /// `GET /v1/admin/callbacks?state=dead|held`.
-#[tracing::instrument(skip_all)]
 pub async fn list_callbacks(
     State(state): State<AdminState>,
     _: AdminAuth,
@@ -253,7 +234,7 @@ pub async fn list_callbacks(
     // Callback cursors are callback ids, not handoff ids.
     let limit = params.limit(&mut errors);
     let cursor = params.cursor(&mut errors, |c| c.starts_with("msg_"));
-    check(errors)?;
+    Problem::check(errors)?;
     let wanted = wanted.unwrap_or(CallbackState::Dead);
     let page = state
         .store
@@ -265,7 +246,6 @@ pub async fn list_callbacks(
 }
 
 /// `POST /v1/admin/callbacks/{id}/replay`.
-#[tracing::instrument(skip_all)]
 pub async fn replay_callback(
     State(state): State<AdminState>,
     _: AdminAuth,
@@ -288,7 +268,6 @@ pub async fn replay_callback(
 }
 
 /// `POST /v1/admin/callbacks/replay?state=dead`.
-#[tracing::instrument(skip_all)]
 pub async fn replay_dead_callbacks(
     State(state): State<AdminState>,
     _: AdminAuth,
@@ -326,7 +305,7 @@ fn date(params: &Params, name: &str) -> Result<Date, FieldError> {
                 })
         })
         .and_then(|raw| raw.parse::<Date>().ok())
-        .ok_or_else(|| field_error(name, "is required: a date YYYY-MM-DD"))
+        .ok_or_else(|| FieldError::new(name, "is required: a date YYYY-MM-DD"))
 }
 
 /// True when the request asks for CSV.
@@ -344,7 +323,6 @@ fn wants_csv(headers: &HeaderMap) -> bool {
 }
 
 /// `GET /v1/admin/stats?from=&to=`: JSON, or CSV with `Accept: text/csv`.
-#[tracing::instrument(skip_all)]
 pub async fn stats(
     State(state): State<AdminState>,
     _: AdminAuth,

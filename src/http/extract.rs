@@ -27,11 +27,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AnswerFormat {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        let request = negotiate::request_format(&parts.headers);
-        Ok(Self(negotiate::answer_format(
-            &parts.headers,
-            Some(request),
-        )))
+        Ok(Self(negotiate::reply_format(&parts.headers)))
     }
 }
 

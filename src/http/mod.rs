@@ -89,25 +89,26 @@ pub enum ProblemFormat {
 /// What `problems` needs: the format and the store health a store failure
 /// takes down.
 #[derive(Clone)]
-pub struct ProblemLayer {
-    pub format: ProblemFormat,
-    pub health: Option<StoreHealth>,
+struct ProblemLayer {
+    format: ProblemFormat,
+    health: Option<StoreHealth>,
 }
 
 /// Renders every problem a handler or an extractor answered with: the
 /// request's id as `instance`, the negotiated format, and the store taken as
-/// down when the problem says it could not be reached.
-pub async fn problems(
+/// down when the problem says it could not be reached. What the rendering
+/// needs is kept as header values; nothing is worked out for an answer that
+/// is not a problem.
+async fn problems(
     axum::extract::State(layer): axum::extract::State<ProblemLayer>,
     request: Request,
     next: Next,
 ) -> Response {
-    let instance = request_id(request.headers()).to_owned();
-    let as_xml = layer.format == ProblemFormat::Negotiated
-        && negotiate::answer_format(
-            request.headers(),
-            Some(negotiate::request_format(request.headers())),
-        ) == Format::Xml;
+    let instance = request.headers().get("x-request-id").cloned();
+    let negotiation = match layer.format {
+        ProblemFormat::Negotiated => Some(negotiate::Negotiation::of(request.headers())),
+        ProblemFormat::Json => None,
+    };
     let mut response = next.run(request).await;
     let Some(problem) = response.extensions_mut().remove::<Problem>() else {
         return response;
@@ -117,9 +118,9 @@ pub async fn problems(
     {
         health.set_down();
     }
-    let mut rendered = problem.render(&instance, as_xml);
-    rendered.extensions_mut().insert(problem);
-    rendered
+    let instance = instance.as_ref().and_then(|v| v.to_str().ok());
+    let as_xml = negotiation.is_some_and(|n| n.reply_format() == Format::Xml);
+    problem.render(instance.unwrap_or("unknown"), as_xml)
 }
 
 /// Adds `problems` to a router's routes.
@@ -132,9 +133,8 @@ pub fn with_problems(router: Router, format: ProblemFormat, health: Option<Store
 
 /// Answers unknown paths with a problem document.
 pub async fn not_found(headers: HeaderMap) -> Response {
-    let format = negotiate::answer_format(&headers, None);
-    Problem::new(ProblemKind::NotFound, "no such resource")
-        .render(request_id(&headers), format == Format::Xml)
+    let as_xml = negotiate::reply_format(&headers) == Format::Xml;
+    Problem::new(ProblemKind::NotFound, "no such resource").render(request_id(&headers), as_xml)
 }
 
 /// Request ids, one span per request (route template only: paths can carry

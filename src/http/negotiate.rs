@@ -1,6 +1,6 @@
 //! Which format a request is in and which one its answer should take.
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 
 /// A body format of the intake API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +29,11 @@ pub enum BodyType {
 
 /// Classifies the `Content-Type` of a request.
 pub fn body_type(headers: &HeaderMap) -> BodyType {
-    let Some(raw) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    content_type(headers.get(header::CONTENT_TYPE))
+}
+
+fn content_type(value: Option<&HeaderValue>) -> BodyType {
+    let Some(raw) = value.and_then(|v| v.to_str().ok()) else {
         return BodyType::Unsupported;
     };
     let Ok(mime) = raw.parse::<mime::Mime>() else {
@@ -53,15 +54,49 @@ pub fn body_type(headers: &HeaderMap) -> BodyType {
 
 /// The format a request *looks* like it is in, for labels and error answers.
 pub fn request_format(headers: &HeaderMap) -> Format {
-    match body_type(headers) {
+    looks_like(body_type(headers))
+}
+
+fn looks_like(body: BodyType) -> Format {
+    match body {
         BodyType::Supported(f) => f,
         BodyType::Unsupported => Format::Json,
     }
 }
 
+/// The format every answer to a request takes, problems included: the
+/// request's own format's, as `answer_format` rules.
+pub fn reply_format(headers: &HeaderMap) -> Format {
+    Negotiation::of(headers).reply_format()
+}
+
+/// What a request says of formats (`Content-Type`, `Accept`), kept past the
+/// request (cloning a header value copies no bytes), so the reply format is
+/// worked out only when it is needed.
+#[derive(Debug, Clone, Default)]
+pub struct Negotiation {
+    content_type: Option<HeaderValue>,
+    accept: Option<HeaderValue>,
+}
+
+impl Negotiation {
+    pub fn of(headers: &HeaderMap) -> Self {
+        Self {
+            content_type: headers.get(header::CONTENT_TYPE).cloned(),
+            accept: headers.get(header::ACCEPT).cloned(),
+        }
+    }
+
+    /// See [`reply_format`].
+    pub fn reply_format(&self) -> Format {
+        let request = looks_like(content_type(self.content_type.as_ref()));
+        choose(accept_q(self.accept.as_ref()), Some(request))
+    }
+}
+
 /// Explicit preference (q) of JSON and XML in an `Accept` header.
-fn accept_q(headers: &HeaderMap) -> Option<(f32, f32)> {
-    let accept = headers.get(header::ACCEPT)?.to_str().ok()?;
+fn accept_q(value: Option<&HeaderValue>) -> Option<(f32, f32)> {
+    let accept = value?.to_str().ok()?;
     let (mut json, mut xml) = (0.0f32, 0.0f32);
     for part in accept.split(',') {
         let mut pieces = part.split(';');
@@ -83,7 +118,10 @@ fn accept_q(headers: &HeaderMap) -> Option<(f32, f32)> {
 /// An XML request is answered in XML unless `Accept` prefers JSON; any other
 /// request in XML only when `Accept` prefers XML.
 pub fn answer_format(headers: &HeaderMap, request: Option<Format>) -> Format {
-    let q = accept_q(headers);
+    choose(accept_q(headers.get(header::ACCEPT)), request)
+}
+
+fn choose(q: Option<(f32, f32)>, request: Option<Format>) -> Format {
     match (request, q) {
         (Some(Format::Xml), Some((json, xml))) if json > xml => Format::Json,
         (Some(Format::Xml), _) => Format::Xml,

@@ -146,6 +146,15 @@ impl Problem {
         }
     }
 
+    /// `Ok` when no field is at fault, else a 422 naming every one.
+    pub fn check(errors: Vec<FieldError>) -> Result<(), Self> {
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Self::invalid(errors))
+        }
+    }
+
     pub fn field(field: &str, message: &str) -> Self {
         Self::invalid(vec![FieldError {
             field: field.into(),

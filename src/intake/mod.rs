@@ -99,6 +99,8 @@ async fn count_received(
     response
 }
 
+/// `POST /v1/handoffs`. The answer carries the request's `kind` label for
+/// `count_received`, whatever the outcome.
 async fn create_handoff(
     State(state): State<Arc<IntakeState>>,
     Admitted(client): Authenticated,
@@ -109,46 +111,57 @@ async fn create_handoff(
     let kind = tree
         .as_ref()
         .map_or("unknown", |(t, _)| body::kind_label(t));
-    let answer = async {
-        let (tree, origin) = tree?;
-        let request = body::parse_tree(&tree, origin, &state.rules)?;
-        let now = state.clock.now();
-        let new = NewHandoff::new(
-            HandoffId::new(now.as_millisecond().max(0) as u64, rand::random()),
-            client.name.clone(),
-            request,
-            now,
-        );
-        match state.store.create_handoff(new).await? {
-            CreateOutcome::Created(handoff) => {
-                let id = &handoff.id;
-                tracing::Span::current().record("handoff_id", id.as_str());
-                let doc = wire::handoff(&handoff, Some(&[]));
-                let mut answer = http::answer(StatusCode::ACCEPTED, format, "handoff", &doc);
-                let location = format!("/v1/handoffs/{id}");
-                answer.headers_mut().insert(
-                    header::LOCATION,
-                    HeaderValue::from_str(&location).expect("ids are ASCII"),
-                );
-                Ok(answer)
-            }
-            CreateOutcome::Existing {
-                handoff,
-                same_request: true,
-            } => {
-                let timeline = state.store.timeline(&handoff.id).await?;
-                let doc = wire::handoff(&handoff, Some(&timeline));
-                Ok(http::answer(StatusCode::OK, format, "handoff", &doc))
-            }
-            CreateOutcome::Existing {
-                same_request: false,
-                ..
-            } => Err(Problem::conflict(
-                "request_id was already used with a different request",
-            )),
-        }
+    let answer = match tree {
+        Ok(tree) => create(&state, &client.name, format, tree).await,
+        Err(problem) => Err(problem),
     };
-    (axum::Extension(KindLabel(kind)), answer.await)
+    (axum::Extension(KindLabel(kind)), answer)
+}
+
+/// Validates a request tree and stores its handoff: 202 when new, 200 with
+/// the stored one for a repeat, 409 for a changed request under a used id.
+async fn create(
+    state: &IntakeState,
+    client: &str,
+    format: http::Format,
+    (tree, origin): (serde_json::Value, crate::domain::request::Origin),
+) -> Result<Response, Problem> {
+    let request = body::parse_tree(&tree, origin, &state.rules)?;
+    let now = state.clock.now();
+    let new = NewHandoff::new(
+        HandoffId::new(now.as_millisecond().max(0) as u64, rand::random()),
+        client.to_owned(),
+        request,
+        now,
+    );
+    match state.store.create_handoff(new).await? {
+        CreateOutcome::Created(handoff) => {
+            let id = &handoff.id;
+            tracing::Span::current().record("handoff_id", id.as_str());
+            let doc = wire::handoff(&handoff, Some(&[]));
+            let mut answer = http::answer(StatusCode::ACCEPTED, format, "handoff", &doc);
+            let location = format!("/v1/handoffs/{id}");
+            answer.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_str(&location).expect("ids are ASCII"),
+            );
+            Ok(answer)
+        }
+        CreateOutcome::Existing {
+            handoff,
+            same_request: true,
+        } => {
+            let timeline = state.store.timeline(&handoff.id).await?;
+            let doc = wire::handoff(&handoff, Some(&timeline));
+            Ok(http::answer(StatusCode::OK, format, "handoff", &doc))
+        }
+        CreateOutcome::Existing {
+            same_request: false,
+            ..
+        } => Err(Problem::conflict(
+            "request_id was already used with a different request",
+        )),
+    }
 }
 
 async fn read_handoff(
@@ -218,7 +231,6 @@ fn filter_rules(
     }
 }
 
-#[tracing::instrument(skip_all)]
 async fn list_handoffs(
     State(state): State<Arc<IntakeState>>,
     Admitted(client): Authenticated,
@@ -236,9 +248,7 @@ async fn list_handoffs(
     }
     filter_rules(dossier_code.as_deref(), request_id.as_deref(), &mut errors);
     let (limit, cursor) = params.paging(&mut errors);
-    if !errors.is_empty() {
-        return Err(errors.into());
-    }
+    Problem::check(errors)?;
     let filter = HandoffFilter {
         client: Some(client.name.clone()),
         dossier_code,

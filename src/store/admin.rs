@@ -138,12 +138,7 @@ pub struct CallbackRecord {
 }
 
 /// A page of callbacks, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallbackPage {
-    pub items: Vec<CallbackRecord>,
-    /// Pass back as `cursor` to read the next page.
-    pub next_cursor: Option<String>,
-}
+pub type CallbackPage = crate::store::Page<CallbackRecord>;
 
 /// What replaying one callback did.
 #[derive(Debug, Clone, PartialEq, Eq)]

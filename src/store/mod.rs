@@ -112,12 +112,26 @@ pub struct HandoffFilter {
     pub tracking_number: Option<String>,
 }
 
-/// A page of handoffs, newest first.
+/// A page of a list (handoffs by default; callbacks: `admin::CallbackPage`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub items: Vec<Handoff>,
+pub struct Page<T = Handoff> {
+    pub items: Vec<T>,
     /// Pass back as `cursor` to read the next page.
     pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Cuts `limit + 1` fetched rows to a page: the extra row, when present,
+    /// says there is a next page, whose cursor is the last kept row's.
+    pub(crate) fn cut(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Self {
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(cursor_of)
+        } else {
+            None
+        };
+        Self { items, next_cursor }
+    }
 }
 
 /// What a postal job asks of Vietnam Post.
@@ -699,22 +713,6 @@ impl PostalOperation {
     pub(crate) fn from_db(s: &str) -> Result<Self, StoreError> {
         Self::parse(s).ok_or_else(|| StoreError::Corrupt(format!("operation {s:?}")))
     }
-}
-
-/// Cuts `limit + 1` fetched rows to a page: the extra row, when present,
-/// says there is a next page, whose cursor is the last kept row's.
-pub(crate) fn cut_page<T>(
-    mut items: Vec<T>,
-    limit: u32,
-    cursor_of: impl Fn(&T) -> String,
-) -> (Vec<T>, Option<String>) {
-    let next = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    (items, next)
 }
 
 pub(crate) fn ms(ts: Timestamp) -> i64 {

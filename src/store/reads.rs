@@ -14,7 +14,7 @@ use super::shared::{
     CALLBACKS, HANDOFF_COLUMNS, TERMINAL_STATUSES, callback_from_row, handoff_from_row, parse,
     start_of, timeline_from_row,
 };
-use super::{HandoffFilter, Page, QueueStats, QuietHandoff, StoreError, cut_page, from_ms, ms};
+use super::{HandoffFilter, Page, QueueStats, QuietHandoff, StoreError, from_ms, ms};
 use crate::domain::{Handoff, HandoffId, Kind, Status, TimelineEntry};
 
 /// The pool a backend reads through.
@@ -109,8 +109,7 @@ impl ReadPool<'_> {
                 .await?;
             rows.iter().map(handoff_from_row).collect::<Result<Vec<_>, _>>()?
         });
-        let (items, next_cursor) = cut_page(items, limit, |h| h.id.to_string());
-        Ok(Page { items, next_cursor })
+        Ok(Page::cut(items, limit, |h| h.id.to_string()))
     }
 
     pub(super) async fn count_cod_unsettled(
@@ -259,8 +258,7 @@ impl ReadPool<'_> {
                 .await?;
             rows.iter().map(callback_from_row).collect::<Result<Vec<_>, _>>()?
         });
-        let (items, next_cursor) = cut_page(items, limit, |c| c.id.clone());
-        Ok(CallbackPage { items, next_cursor })
+        Ok(CallbackPage::cut(items, limit, |c| c.id.clone()))
     }
 
     pub(super) async fn callback(self, id: &str) -> Result<Option<CallbackRecord>, StoreError> {

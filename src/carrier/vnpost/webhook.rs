@@ -4,8 +4,7 @@
 use jiff::Timestamp;
 use serde_json::Value;
 
-pub use super::wire::parse_vietnam_time;
-use super::wire::{integer, text};
+use super::wire::{integer, parse_vietnam_time, text};
 
 /// One status record of a webhook batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

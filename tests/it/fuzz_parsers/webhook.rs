@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use bcci_gateway::carrier::vnpost::webhook::{parse_record, parse_vietnam_time, read_batch};
+use bcci_gateway::carrier::vnpost::webhook::{parse_record, read_batch};
+use bcci_gateway::carrier::vnpost::wire::parse_vietnam_time;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
