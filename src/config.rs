@@ -38,6 +38,8 @@ pub struct Settings {
     pub calendar: CalendarSettings,
     #[serde(default)]
     pub retention: RetentionSettings,
+    #[serde(default)]
+    pub board: BoardSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,7 +201,63 @@ pub enum CallbackFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
+    /// Hashes of operator tokens for scripts: they act under the
+    /// `X-Operator` name they send.
+    #[serde(default)]
     pub token_sha256s: Vec<String>,
+    /// Named accounts (`[[admin.accounts]]`): the console's sign-in, and
+    /// admin API tokens that act under the account's own name.
+    #[serde(default)]
+    pub accounts: Vec<AccountSettings>,
+    /// Minutes a console session lasts after sign-in.
+    #[serde(default = "defaults::session_minutes")]
+    pub session_minutes: u32,
+}
+
+/// One person or team signing in to the console, or calling the admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    pub name: String,
+    pub role: Role,
+    pub token_sha256s: Vec<String>,
+}
+
+/// What an account may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything an operator reads (a clerk at the desk); no actions.
+    Viewer,
+    /// Reads and acts: replays, resolves, erases, test callbacks.
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// The public board of the desk's figures on the main listener (`/board`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoardSettings {
+    pub enabled: bool,
+    /// Seconds between the kiosk page's own refreshes.
+    pub kiosk_refresh_s: u32,
+}
+
+impl Default for BoardSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            kiosk_refresh_s: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,6 +350,9 @@ impl Default for RetentionSettings {
 }
 
 mod defaults {
+    pub fn session_minutes() -> u32 {
+        480
+    }
     pub fn service_code() -> String {
         "CTN009".into()
     }
@@ -613,9 +674,50 @@ impl Settings {
             );
         }
         need(
-            !self.admin.token_sha256s.is_empty()
-                && self.admin.token_sha256s.iter().all(|h| is_sha256_hex(h)),
-            "admin.token_sha256s needs at least one hash of 64 hex digits".into(),
+            !self.admin.token_sha256s.is_empty() || !self.admin.accounts.is_empty(),
+            "admin needs token_sha256s or at least one [[admin.accounts]] entry".into(),
+        );
+        let mut admin_hashes = std::collections::HashSet::new();
+        for h in &self.admin.token_sha256s {
+            need(
+                is_sha256_hex(h),
+                "admin.token_sha256s has an entry that is not 64 hex digits".into(),
+            );
+            admin_hashes.insert(h.to_ascii_lowercase());
+        }
+        let mut account_names = std::collections::HashSet::new();
+        for (i, a) in self.admin.accounts.iter().enumerate() {
+            let at = format!("admin.accounts[{i}]");
+            need(
+                !a.name.trim().is_empty(),
+                format!("{at}.name must not be empty"),
+            );
+            need(
+                account_names.insert(a.name.clone()),
+                format!("{at}.name {:?} is used twice", a.name),
+            );
+            need(
+                !a.token_sha256s.is_empty(),
+                format!("{at}.token_sha256s needs at least one hash"),
+            );
+            for h in &a.token_sha256s {
+                need(
+                    is_sha256_hex(h),
+                    format!("{at}.token_sha256s has an entry that is not 64 hex digits"),
+                );
+                need(
+                    admin_hashes.insert(h.to_ascii_lowercase()),
+                    format!("{at}.token_sha256s repeats a token hash used elsewhere in admin"),
+                );
+            }
+        }
+        need(
+            self.admin.session_minutes >= 1,
+            "admin.session_minutes must be at least 1".into(),
+        );
+        need(
+            self.board.kiosk_refresh_s >= 5,
+            "board.kiosk_refresh_s must be at least 5".into(),
         );
         let longest_call_s = self
             .postal
@@ -816,9 +918,19 @@ mod redacted {
         }
         let _ = writeln!(
             o,
-            "\n[admin]\ntoken_sha256s = {}",
-            list(&s.admin.token_sha256s)
+            "\n[admin]\ntoken_sha256s = {}\nsession_minutes = {}",
+            list(&s.admin.token_sha256s),
+            s.admin.session_minutes
         );
+        for a in &s.admin.accounts {
+            let _ = writeln!(
+                o,
+                "\n[[admin.accounts]]\nname = {:?}\nrole = \"{}\"\ntoken_sha256s = {}",
+                a.name,
+                a.role.as_str(),
+                list(&a.token_sha256s)
+            );
+        }
         let r = &s.retry;
         let _ = writeln!(
             o,
@@ -849,6 +961,11 @@ mod redacted {
             o,
             "\n[retention]\npersonal_data_days = {}",
             s.retention.personal_data_days
+        );
+        let _ = writeln!(
+            o,
+            "\n[board]\nenabled = {}\nkiosk_refresh_s = {}",
+            s.board.enabled, s.board.kiosk_refresh_s
         );
         o
     }

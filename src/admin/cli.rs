@@ -259,6 +259,7 @@ async fn handoffs(
                 request_id: None,
                 status,
                 tracking_number,
+                phone: None,
             };
             let page = store.list_handoffs(&filter, limit.max(1), None).await?;
             let out: String = page

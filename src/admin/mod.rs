@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::callback::BodyFormat;
-use crate::http::auth::{OperatorGate, TokenTable};
+use crate::http::auth::{OperatorGate, admin_table};
 use crate::http::{self, BodyLimit, ProblemFormat};
 use crate::lifecycle::Lifecycle;
 use crate::store::SharedStore;
@@ -58,9 +58,7 @@ impl AdminState {
         Self {
             store,
             gate: Arc::new(OperatorGate {
-                tokens: TokenTable::new(
-                    settings.admin.token_sha256s.iter().map(|h| (h.clone(), ())),
-                ),
+                tokens: admin_table(&settings.admin),
                 lifecycle,
             }),
             formats: Arc::new(crate::events::callback_formats(settings)),

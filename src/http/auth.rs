@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 
 use super::problem::{Problem, ProblemKind};
-use crate::config::ClientSettings;
+use crate::config::{AdminSettings, ClientSettings, Role};
 use crate::domain::FieldError;
 use crate::domain::text::{char_len, normalize};
 use crate::lifecycle::Lifecycle;
@@ -47,6 +47,11 @@ impl<T: Clone> TokenTable<T> {
                 .map(|(h, t)| (h.to_ascii_lowercase(), t))
                 .collect(),
         }
+    }
+
+    /// Who holds the token of this SHA-256 (lowercase hex).
+    pub fn get(&self, sha256_hex: &str) -> Option<T> {
+        self.by_hash.get(sha256_hex).cloned()
     }
 
     /// Who holds the bearer token of this request. Hashing first means the
@@ -157,22 +162,73 @@ impl Gate for ClientGate {
     }
 }
 
-/// The admin API's gate: the gateway not draining, an operator's token.
+/// A named account (`[[admin.accounts]]`) as the admin listener sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Who holds an admin token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCaller {
+    /// A script's token (`admin.token_sha256s`): an operator that names
+    /// itself with `X-Operator`.
+    Script,
+    /// An account's token: its role, and the name every action records.
+    Account(Arc<Account>),
+}
+
+/// Builds the admin listener's token table: script tokens and accounts.
+pub fn admin_table(settings: &AdminSettings) -> TokenTable<AdminCaller> {
+    let scripts = settings
+        .token_sha256s
+        .iter()
+        .map(|h| (h.clone(), AdminCaller::Script));
+    let accounts = settings.accounts.iter().flat_map(|a| {
+        let account = Arc::new(Account {
+            name: a.name.clone(),
+            role: a.role,
+        });
+        a.token_sha256s
+            .iter()
+            .map(move |h| (h.clone(), AdminCaller::Account(account.clone())))
+    });
+    TokenTable::new(scripts.chain(accounts))
+}
+
+/// The admin API's gate: the gateway not draining, an admin token.
 pub struct OperatorGate {
-    pub tokens: TokenTable<()>,
+    pub tokens: TokenTable<AdminCaller>,
     pub lifecycle: Lifecycle,
 }
 
-/// An operator's request admitted: 503 while draining, then 401.
+/// An admin request admitted: 503 while draining, then 401; a viewer that
+/// sends `X-Operator` is refused (403): it may not act under any name.
 pub type AdminAuth = Admitted<OperatorGate>;
 
 impl Gate for OperatorGate {
-    type Caller = ();
+    type Caller = AdminCaller;
 
-    fn admit(&self, headers: &HeaderMap) -> Result<(), Problem> {
+    fn admit(&self, headers: &HeaderMap) -> Result<AdminCaller, Problem> {
         open(&self.lifecycle)?;
-        self.tokens.require(headers, "<admin token>")
+        let caller = self.tokens.require(headers, "<admin token>")?;
+        if let AdminCaller::Account(account) = &caller
+            && account.role == Role::Viewer
+            && headers.contains_key("x-operator")
+        {
+            return Err(viewer_refused());
+        }
+        Ok(caller)
     }
+}
+
+/// 403 for an action asked by a viewer account.
+pub fn viewer_refused() -> Problem {
+    Problem::new(
+        ProblemKind::Forbidden,
+        "a viewer account may read but not act; sign in as an operator",
+    )
 }
 
 /// 503 while the gateway drains.
@@ -187,19 +243,27 @@ fn open(lifecycle: &Lifecycle) -> Result<(), Problem> {
 /// Longest `X-Operator` name, in characters.
 const MAX_OPERATOR_CHARS: usize = 200;
 
-/// The `X-Operator` name every action records, or the field error a
-/// missing, empty or overlong one is (named with the request's other
-/// faults, so it does not reject the request by itself).
+/// Who an action is recorded under, once the request is admitted: an
+/// operator account's own name, or a script's `X-Operator` name. A missing,
+/// empty or overlong `X-Operator` is a field error, named with the request's
+/// other faults, so it does not reject the request by itself; a viewer
+/// account is refused (403) before any other check.
 pub struct Operator(pub Result<String, FieldError>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Operator {
-    type Rejection = std::convert::Infallible;
+impl<S> FromRequestParts<S> for Operator
+where
+    S: AsRef<OperatorGate> + Send + Sync,
+{
+    type Rejection = Problem;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _: &S,
-    ) -> Result<Self, std::convert::Infallible> {
-        Ok(Self(operator(&parts.headers)))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match state.as_ref().admit(&parts.headers)? {
+            AdminCaller::Script => Ok(Self(operator(&parts.headers))),
+            AdminCaller::Account(account) => match account.role {
+                Role::Operator => Ok(Self(Ok(account.name.clone()))),
+                Role::Viewer => Err(viewer_refused()),
+            },
+        }
     }
 }
 

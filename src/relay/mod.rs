@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::domain::callback::BodyFormat;
 use crate::domain::retry::{Next, RetryPolicy};
 use crate::lifecycle::Lifecycle;
 use crate::store::{CallbackJob, CallbackOutcome, SharedStore};
@@ -30,6 +31,19 @@ const BATCH: u32 = 32;
 struct Target {
     url: String,
     keys: Vec<SigningKey>,
+}
+
+/// The event type of a test callback sent from the console.
+pub const TEST_EVENT: &str = "gateway.test";
+
+/// What a client's endpoint answered to a test callback (never its body).
+#[derive(Debug, Clone)]
+pub struct TestAnswer {
+    pub id: String,
+    pub url: String,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub took: Duration,
 }
 
 /// The callback worker of one process.
@@ -159,18 +173,9 @@ impl Relay {
                 "retry",
             );
         };
-        let timestamp = self.clock.now().as_second();
-        let signature = signature::sign(&target.keys, &job.id, timestamp, &job.body);
         let started = Instant::now();
         let sent = self
-            .http
-            .post(&target.url)
-            .header("content-type", &job.content_type)
-            .header("webhook-id", &job.id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(job.body.clone())
-            .send()
+            .post(target, &job.id, &job.content_type, job.body.clone())
             .await;
         self.metrics
             .callback_took(self.client_label(job), started.elapsed().as_secs_f64());
@@ -211,6 +216,73 @@ impl Relay {
                 self.retry_or_die(job, None, None, what.into(), "retry")
             }
         }
+    }
+
+    /// Posts one signed callback (Standard Webhooks headers).
+    async fn post(
+        &self,
+        target: &Target,
+        id: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let timestamp = self.clock.now().as_second();
+        let signature = signature::sign(&target.keys, id, timestamp, &body);
+        self.http
+            .post(&target.url)
+            .header("content-type", content_type)
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+    }
+
+    /// Sends a client one signed test callback (`type` `gateway.test`), now,
+    /// outside the queue: nothing is stored and nothing is retried. `None`
+    /// when the client is not configured.
+    pub async fn send_test(&self, client: &str, format: BodyFormat) -> Option<TestAnswer> {
+        let target = self.targets.get(client)?;
+        let id = format!("msg_test_{}", ulid::Ulid::new());
+        let at = crate::domain::time::format_vietnam(self.clock.now());
+        let (content_type, body) = match format {
+            BodyFormat::Json => (
+                "application/json",
+                serde_json::json!({"type": TEST_EVENT, "timestamp": at, "data": {}}).to_string(),
+            ),
+            BodyFormat::Xml => (
+                "application/xml",
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><event><type>{TEST_EVENT}</type><timestamp>{at}</timestamp></event>"
+                ),
+            ),
+        };
+        let started = Instant::now();
+        let sent = self
+            .post(target, &id, content_type, body.into_bytes())
+            .await;
+        let took = started.elapsed();
+        Some(match sent {
+            Ok(r) => TestAnswer {
+                id,
+                url: target.url.clone(),
+                status: Some(r.status().as_u16()),
+                error: None,
+                took,
+            },
+            Err(e) => TestAnswer {
+                id,
+                url: target.url.clone(),
+                status: None,
+                error: Some(if e.is_timeout() {
+                    "timed out".into()
+                } else {
+                    "could not connect or send".into()
+                }),
+                took,
+            },
+        })
     }
 
     /// Schedules the next attempt, counted as `retry_label`, or gives up

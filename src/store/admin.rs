@@ -323,6 +323,16 @@ pub trait AdminStore: Send + Sync + 'static {
         self.read_pool().list_callbacks(state, limit, cursor).await
     }
 
+    /// Every callback of one handoff, in sequence order, whatever its state.
+    async fn handoff_callbacks(&self, id: &HandoffId) -> Result<Vec<CallbackRecord>, StoreError> {
+        self.read_pool().handoff_callbacks(id).await
+    }
+
+    /// When the gateway last heard from Vietnam Post about any handoff.
+    async fn last_carrier_event(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.read_pool().last_carrier_event().await
+    }
+
     /// One callback.
     async fn callback(&self, id: &str) -> Result<Option<CallbackRecord>, StoreError> {
         self.read_pool().callback(id).await

@@ -110,6 +110,9 @@ pub struct HandoffFilter {
     pub request_id: Option<String>,
     pub status: Option<crate::domain::Status>,
     pub tracking_number: Option<String>,
+    /// A citizen's or agency's phone in domestic form (`0…`), for the
+    /// console's search; personal data, so never in a URL or a log.
+    pub phone: Option<String>,
 }
 
 /// A page of a list (handoffs by default; callbacks: `admin::CallbackPage`).

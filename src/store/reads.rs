@@ -94,8 +94,15 @@ impl ReadPool<'_> {
              WHERE ($1 IS NULL OR client = $1) AND ($2 IS NULL OR dossier_code = $2) \
              AND ($3 IS NULL OR request_id = $3) AND ($4 IS NULL OR status = $4) \
              AND ($5 IS NULL OR tracking_number = $5) AND ($6 IS NULL OR id < $6) \
+             AND ($8 IS NULL OR details LIKE $8) \
              ORDER BY id DESC LIMIT $7"
         );
+        // The details hold the request as JSON: a phone is a whole string
+        // value there (`"phone":"0912345678"`), digits only.
+        let phone = filter
+            .phone
+            .as_deref()
+            .map(|p| format!("%\"phone\":\"{p}\"%"));
         let items = on_pool!(self, p => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(filter.client.as_deref())
@@ -105,6 +112,7 @@ impl ReadPool<'_> {
                 .bind(filter.tracking_number.as_deref())
                 .bind(cursor)
                 .bind(i64::from(limit) + 1)
+                .bind(phone.as_deref())
                 .fetch_all(p)
                 .await?;
             rows.iter().map(handoff_from_row).collect::<Result<Vec<_>, _>>()?
@@ -259,6 +267,27 @@ impl ReadPool<'_> {
             rows.iter().map(callback_from_row).collect::<Result<Vec<_>, _>>()?
         });
         Ok(CallbackPage::cut(items, limit, |c| c.id.clone()))
+    }
+
+    /// Every callback of one handoff, in sequence order.
+    pub(super) async fn handoff_callbacks(
+        self,
+        id: &HandoffId,
+    ) -> Result<Vec<CallbackRecord>, StoreError> {
+        let sql = format!("SELECT * FROM {CALLBACKS} WHERE x.handoff_id = $1 ORDER BY x.sequence");
+        on_pool!(self, p => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_all(p).await?;
+            rows.iter().map(callback_from_row).collect()
+        })
+    }
+
+    /// When the gateway last heard from Vietnam Post about any handoff.
+    pub(super) async fn last_carrier_event(self) -> Result<Option<jiff::Timestamp>, StoreError> {
+        const SQL: &str = "SELECT MAX(last_carrier_event_at) FROM handoffs";
+        let at: Option<i64> = on_pool!(self, p => {
+            sqlx::query_scalar(SQL).fetch_one(p).await?
+        });
+        at.map(from_ms).transpose()
     }
 
     pub(super) async fn callback(self, id: &str) -> Result<Option<CallbackRecord>, StoreError> {

@@ -48,6 +48,8 @@ pub struct TestConfig {
     pub clients: Vec<TestClient>,
     /// Operator tokens in the clear.
     pub admin_tokens: Vec<String>,
+    /// `[[admin.accounts]]` tables.
+    pub accounts: String,
     pub extra: String,
 }
 
@@ -98,6 +100,7 @@ impl TestConfig {
             callback_url: callback_url.to_owned(),
             clients: Vec::new(),
             admin_tokens: Vec::new(),
+            accounts: String::new(),
             extra: String::new(),
         }
     }
@@ -149,6 +152,16 @@ impl TestConfig {
 
     pub fn admin(mut self, tokens: &[&str]) -> Self {
         self.admin_tokens = owned(tokens);
+        self
+    }
+
+    /// One more `[[admin.accounts]]` entry (`role`: viewer or operator)
+    /// holding `token`.
+    pub fn account(mut self, name: &str, role: &str, token: &str) -> Self {
+        self.accounts.push_str(&format!(
+            "\n[[admin.accounts]]\nname = {name:?}\nrole = {role:?}\ntoken_sha256s = [{:?}]\n",
+            token_sha256_hex(token)
+        ));
         self
     }
 
@@ -228,8 +241,9 @@ impl TestConfig {
             );
         }
         t += &format!(
-            "[admin]\ntoken_sha256s = {}\n{}\n",
+            "[admin]\ntoken_sha256s = {}\n{}\n{}\n",
             quoted(&hashes(&self.admin_tokens)),
+            self.accounts,
             self.extra
         );
         t
