@@ -25,6 +25,7 @@ use crate::probes::{self, ProbeState};
 use crate::relay::Relay;
 use crate::store::{self, SharedStore, StoreHealth};
 use crate::telemetry::Metrics;
+use crate::web;
 
 /// How to build the application; tests replace the clock, the carrier or
 /// run the workers themselves.
@@ -151,17 +152,31 @@ impl Application {
         let poller = Arc::new(Poller::new(
             events_state.clone(),
             carrier,
-            guard,
+            guard.clone(),
             Duration::from_secs(settings.postal.reconcile_after_s),
             cod_settle(&settings),
         ));
+        let console = web::console::ConsoleState::new(
+            &settings,
+            store.clone(),
+            clock.clone(),
+            guard.clone(),
+            relay.clone(),
+        );
+        let mut main_routes = intake::router(intake_state)
+            .merge(events::router(events_state))
+            .merge(probes::router(probe_state.clone()));
+        if settings.board.enabled {
+            main_routes = main_routes.merge(web::board::router(web::board::BoardState::new(
+                &settings,
+                store.clone(),
+                clock.clone(),
+            )));
+        }
         let intake = http::with_layers(
             "main",
             metrics.clone(),
-            intake::router(intake_state)
-                .merge(events::router(events_state))
-                .merge(probes::router(probe_state.clone()))
-                .fallback(http::not_found),
+            main_routes.fallback(http::not_found),
         );
         let admin_state =
             admin::AdminState::new(&settings, store.clone(), clock.clone(), lifecycle.clone());
@@ -170,6 +185,7 @@ impl Application {
             metrics.clone(),
             probes::admin_router(probe_state)
                 .merge(admin::router(admin_state))
+                .merge(web::console::router(console))
                 .fallback(http::not_found),
         );
         let intake_listener = TcpListener::bind(settings.server.listen)

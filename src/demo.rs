@@ -25,6 +25,9 @@ use crate::sim::{Faults, SimConfig, SimStats, Simulator, expected_final_status};
 
 const INTAKE_TOKEN: &str = "demo-intake-token";
 const ADMIN_TOKEN: &str = "demo-admin-token";
+/// The console's demo accounts: a clerk who reads, an operator who acts.
+const CLERK_TOKEN: &str = "demo-clerk-token";
+const OPERATOR_TOKEN: &str = "demo-operator-token";
 const CALLBACK_SECRET: &str = "whsec_ZGVtby1jYWxsYmFjay1zZWNyZXQtMDEyMzQ1";
 const WEBHOOK_KEY: &str = "demo-webhook-key-0123456789";
 
@@ -311,6 +314,14 @@ callback_url = "http://{callback_addr}/callback"
 callback_secrets = ["{CALLBACK_SECRET}"]
 [admin]
 token_sha256s = ["{admin_hash}"]
+[[admin.accounts]]
+name = "Cán bộ một cửa (demo)"
+role = "viewer"
+token_sha256s = ["{clerk_hash}"]
+[[admin.accounts]]
+name = "Quản trị viên (demo)"
+role = "operator"
+token_sha256s = ["{operator_hash}"]
 [retry]
 initial_ms = 200
 max_ms = 2000
@@ -318,6 +329,8 @@ max_ms = 2000
         base = sim.base_url(),
         intake = token_sha256_hex(INTAKE_TOKEN),
         admin_hash = token_sha256_hex(ADMIN_TOKEN),
+        clerk_hash = token_sha256_hex(CLERK_TOKEN),
+        operator_hash = token_sha256_hex(OPERATOR_TOKEN),
     ))?;
     let app = Application::build(settings)
         .await
@@ -329,6 +342,10 @@ max_ms = 2000
     println!("  intake API   http://{api}/v1/handoffs   (Authorization: Bearer {INTAKE_TOKEN})");
     println!("  admin API    http://{admin}/v1/admin    (Authorization: Bearer {ADMIN_TOKEN})");
     println!("  metrics      http://{admin}/metrics");
+    println!(
+        "  console      http://{admin}/console   (sign in with {OPERATOR_TOKEN}, or {CLERK_TOKEN} to read only)"
+    );
+    println!("  public board http://{api}/board   (kiosk: http://{api}/board?kiosk=1)");
     println!("  Vietnam Post (simulated) {}", sim.base_url());
     println!();
 

@@ -25,4 +25,5 @@ pub mod relay;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 pub mod worker;

@@ -42,6 +42,14 @@ const ADMIN_TOKEN: &str = "admin-test-operator-token";
 const CONDAO: &str = "motcua-condao";
 const HANOI: &str = "motcua-hanoi";
 const OPERATOR: &str = "Trần Thị Bình";
+/// A clerk's account: reads only.
+const VIEWER_TOKEN: &str = "admin-test-viewer-lan-token";
+const VIEWER: &str = "Lê Thị Lan";
+/// An operator's account: acts under its own name.
+const ACCOUNT_TOKEN: &str = "admin-test-operator-hung-token";
+const ACCOUNT: &str = "Phạm Văn Hùng";
+
+mod console;
 
 fn config(dir: &Path, postal_url: &str, callback_url: &str) -> TestConfig {
     TestConfig::sqlite(&dir.join("bcci.db"), postal_url, callback_url)
@@ -54,6 +62,8 @@ fn config(dir: &Path, postal_url: &str, callback_url: &str) -> TestConfig {
         .rate(100000)
         .client_extra("callback_format = \"xml\"")
         .admin(&[ADMIN_TOKEN])
+        .account(VIEWER, "viewer", VIEWER_TOKEN)
+        .account(ACCOUNT, "operator", ACCOUNT_TOKEN)
         .extra("[retry]\ninitial_ms = 10\nmax_ms = 50\ndeadline_s = 1")
 }
 

@@ -15,6 +15,7 @@ mod helpers;
 
 mod admin;
 mod api;
+mod board;
 mod cli;
 mod closed_loop;
 mod dispatch;
