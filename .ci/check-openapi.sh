@@ -170,8 +170,8 @@ expect(intake, "/healthz", "get", ["200"], problem_types=set())
 expect(intake, "/readyz", "get", ["200", "503"], problem_types=set())
 check(intake["components"]["securitySchemes"]["bearer"].get("scheme") == "bearer", "bearer security scheme")
 hooks = set(intake.get("webhooks", {}))
-check(hooks == {"handoff.status_changed", "handoff.cod_settled", "handoff.cancel_refused"},
-      f"webhooks: the three callback types ({sorted(hooks)})")
+check(hooks == {"handoff.status_changed", "handoff.cod_settled", "handoff.cancel_refused", "gateway.test"},
+      f"webhooks: the contract's three callback types and the console's test ({sorted(hooks)})")
 for name, hook in intake.get("webhooks", {}).items():
     params = {resolve(intake, p["$ref"])["name"] if "$ref" in p else p["name"] for p in hook["post"].get("parameters", [])}
     check({"webhook-id", "webhook-timestamp", "webhook-signature"} <= params, f"webhook {name} headers")

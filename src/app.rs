@@ -162,6 +162,7 @@ impl Application {
             clock.clone(),
             guard.clone(),
             relay.clone(),
+            lifecycle.clone(),
         );
         let mut main_routes = intake::router(intake_state)
             .merge(events::router(events_state))

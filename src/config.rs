@@ -212,6 +212,11 @@ pub struct AdminSettings {
     /// Minutes a console session lasts after sign-in.
     #[serde(default = "defaults::session_minutes")]
     pub session_minutes: u32,
+    /// Mark the console's cookies `Secure` always (the console is reached
+    /// over HTTPS through a proxy); without it they are `Secure` when the
+    /// proxy sends `X-Forwarded-Proto: https`.
+    #[serde(default)]
+    pub secure_cookies: bool,
 }
 
 /// One person or team signing in to the console, or calling the admin API.
@@ -249,6 +254,9 @@ pub struct BoardSettings {
     pub enabled: bool,
     /// Seconds between the kiosk page's own refreshes.
     pub kiosk_refresh_s: u32,
+    /// Seconds a period's figures are served again before they are read
+    /// anew (each reading is 13 statistics queries); 0 reads every time.
+    pub cache_s: u32,
 }
 
 impl Default for BoardSettings {
@@ -256,6 +264,7 @@ impl Default for BoardSettings {
         Self {
             enabled: true,
             kiosk_refresh_s: 60,
+            cache_s: 60,
         }
     }
 }
@@ -638,24 +647,8 @@ impl Settings {
         let mut hashes = std::collections::HashSet::new();
         for (i, c) in self.intake.clients.iter().enumerate() {
             let at = format!("intake.clients[{i}]");
-            need(!c.name.is_empty(), format!("{at}.name must not be empty"));
-            need(
-                names.insert(c.name.clone()),
-                format!("{at}.name {:?} is used twice", c.name),
-            );
-            need(
-                !c.token_sha256s.is_empty(),
-                format!("{at}.token_sha256s needs at least one hash"),
-            );
-            for h in &c.token_sha256s {
-                need(
-                    is_sha256_hex(h),
-                    format!("{at}.token_sha256s has an entry that is not 64 hex digits"),
-                );
-                need(
-                    hashes.insert(h.to_ascii_lowercase()),
-                    format!("{at}.token_sha256s repeats a token hash used elsewhere"),
-                );
+            for fault in named_tokens(&at, &c.name, &c.token_sha256s, &mut names, &mut hashes) {
+                need(false, fault);
             }
             need(
                 url_ok(&c.callback_url),
@@ -688,28 +681,22 @@ impl Settings {
         let mut account_names = std::collections::HashSet::new();
         for (i, a) in self.admin.accounts.iter().enumerate() {
             let at = format!("admin.accounts[{i}]");
-            need(
-                !a.name.trim().is_empty(),
-                format!("{at}.name must not be empty"),
+            let faults = named_tokens(
+                &at,
+                &a.name,
+                &a.token_sha256s,
+                &mut account_names,
+                &mut admin_hashes,
             );
-            need(
-                account_names.insert(a.name.clone()),
-                format!("{at}.name {:?} is used twice", a.name),
-            );
-            need(
-                !a.token_sha256s.is_empty(),
-                format!("{at}.token_sha256s needs at least one hash"),
-            );
-            for h in &a.token_sha256s {
-                need(
-                    is_sha256_hex(h),
-                    format!("{at}.token_sha256s has an entry that is not 64 hex digits"),
-                );
-                need(
-                    admin_hashes.insert(h.to_ascii_lowercase()),
-                    format!("{at}.token_sha256s repeats a token hash used elsewhere in admin"),
-                );
+            for fault in faults {
+                need(false, fault);
             }
+            need(
+                a.name.chars().count() <= 200 && !a.name.chars().any(char::is_control),
+                format!(
+                    "{at}.name must be at most 200 characters, none of them control characters"
+                ),
+            );
         }
         need(
             self.admin.session_minutes >= 1,
@@ -801,6 +788,41 @@ fn is_callback_secret(s: &str) -> bool {
     s.strip_prefix("whsec_")
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
         .is_some_and(|key| key.len() >= 16)
+}
+
+/// The faults of one named holder of tokens (an intake client, an admin
+/// account) at `at`: an empty name or one used twice, no hash, a hash that
+/// is not 64 hex digits or that another holder has too.
+fn named_tokens(
+    at: &str,
+    name: &str,
+    tokens: &[String],
+    names: &mut std::collections::HashSet<String>,
+    hashes: &mut std::collections::HashSet<String>,
+) -> Vec<String> {
+    let mut faults = Vec::new();
+    if name.trim().is_empty() {
+        faults.push(format!("{at}.name must not be empty"));
+    }
+    if !names.insert(name.to_owned()) {
+        faults.push(format!("{at}.name {name:?} is used twice"));
+    }
+    if tokens.is_empty() {
+        faults.push(format!("{at}.token_sha256s needs at least one hash"));
+    }
+    for h in tokens {
+        if !is_sha256_hex(h) {
+            faults.push(format!(
+                "{at}.token_sha256s has an entry that is not 64 hex digits"
+            ));
+        }
+        if !hashes.insert(h.to_ascii_lowercase()) {
+            faults.push(format!(
+                "{at}.token_sha256s repeats a token hash used elsewhere"
+            ));
+        }
+    }
+    faults
 }
 
 fn is_sha256_hex(s: &str) -> bool {
@@ -918,9 +940,10 @@ mod redacted {
         }
         let _ = writeln!(
             o,
-            "\n[admin]\ntoken_sha256s = {}\nsession_minutes = {}",
+            "\n[admin]\ntoken_sha256s = {}\nsession_minutes = {}\nsecure_cookies = {}",
             list(&s.admin.token_sha256s),
-            s.admin.session_minutes
+            s.admin.session_minutes,
+            s.admin.secure_cookies
         );
         for a in &s.admin.accounts {
             let _ = writeln!(
@@ -964,8 +987,8 @@ mod redacted {
         );
         let _ = writeln!(
             o,
-            "\n[board]\nenabled = {}\nkiosk_refresh_s = {}",
-            s.board.enabled, s.board.kiosk_refresh_s
+            "\n[board]\nenabled = {}\nkiosk_refresh_s = {}\ncache_s = {}",
+            s.board.enabled, s.board.kiosk_refresh_s, s.board.cache_s
         );
         o
     }
@@ -1057,6 +1080,48 @@ mod tests {
         );
         let err = Settings::from_toml(&toml).unwrap_err().to_string();
         assert!(err.contains("calendar.extra_working_days"), "{err}");
+    }
+
+    #[test]
+    fn accounts_are_checked_like_clients_and_may_replace_script_tokens() {
+        const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        const OTHER: &str = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752";
+        let script = format!("[admin]\n        token_sha256s = [\"{HASH}\"]");
+        let accounts_only = MINIMAL.replace(
+            &script,
+            &format!(
+                "[admin]\n[[admin.accounts]]\nname = \"Lan\"\nrole = \"viewer\"\ntoken_sha256s = [\"{OTHER}\"]"
+            ),
+        );
+        assert_ne!(accounts_only, MINIMAL);
+        let s = Settings::from_toml(&accounts_only).unwrap();
+        assert_eq!(s.admin.accounts[0].role, Role::Viewer);
+        assert_eq!(s.admin.session_minutes, 480);
+
+        let neither = MINIMAL.replace(&script, "[admin]");
+        let err = Settings::from_toml(&neither).unwrap_err().to_string();
+        assert!(err.contains("[[admin.accounts]]"), "{err}");
+
+        let bad = format!(
+            "{MINIMAL}\n[[admin.accounts]]\nname = \"\"\nrole = \"operator\"\ntoken_sha256s = [\"{HASH}\", \"xyz\"]\n\
+             [[admin.accounts]]\nname = \"Bình\"\nrole = \"operator\"\ntoken_sha256s = []\n\
+             [[admin.accounts]]\nname = \"Bình\"\nrole = \"viewer\"\ntoken_sha256s = [\"{OTHER}\"]\n"
+        );
+        let err = Settings::from_toml(&bad).unwrap_err().to_string();
+        for fault in [
+            "admin.accounts[0].name must not be empty",
+            "admin.accounts[0].token_sha256s repeats a token hash",
+            "admin.accounts[0].token_sha256s has an entry that is not 64 hex digits",
+            "admin.accounts[1].token_sha256s needs at least one hash",
+            "admin.accounts[2].name \"Bình\" is used twice",
+        ] {
+            assert!(err.contains(fault), "{fault}: {err}");
+        }
+        let role = format!(
+            "{MINIMAL}\n[[admin.accounts]]\nname = \"An\"\nrole = \"admin\"\ntoken_sha256s = [\"{OTHER}\"]\n"
+        );
+        let err = Settings::from_toml(&role).unwrap_err().to_string();
+        assert!(err.contains("unknown variant"), "{err}");
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub struct HandoffFilter {
     pub request_id: Option<String>,
     pub status: Option<crate::domain::Status>,
     pub tracking_number: Option<String>,
-    /// A citizen's or agency's phone in domestic form (`0…`), for the
+    /// A citizen's phone in domestic form (`0` and digits), for the
     /// console's search; personal data, so never in a URL or a log.
     pub phone: Option<String>,
 }

@@ -97,12 +97,13 @@ impl ReadPool<'_> {
              AND ($8 IS NULL OR details LIKE $8) \
              ORDER BY id DESC LIMIT $7"
         );
-        // The details hold the request as JSON: a phone is a whole string
-        // value there (`"phone":"0912345678"`), digits only.
+        // The details hold the request as JSON, the citizen after the
+        // agency, and no phone after the citizen's: the first `phone` after
+        // `"citizen":{` is the citizen's, a whole string value of digits.
         let phone = filter
             .phone
             .as_deref()
-            .map(|p| format!("%\"phone\":\"{p}\"%"));
+            .map(|p| format!("%\"citizen\":{{%\"phone\":\"{p}\"%"));
         let items = on_pool!(self, p => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(filter.client.as_deref())

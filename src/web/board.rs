@@ -62,7 +62,7 @@ use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::chart::{self, TrendPoint};
-use super::{Frame, Lang, kind_name, when};
+use super::{Frame, Here, Lang, kind_name, when};
 use crate::admin::wire::{stats_csv, stats_row};
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -78,7 +78,19 @@ pub struct BoardState {
     pub store: SharedStore,
     pub clock: Arc<dyn Clock>,
     pub refresh_s: u32,
+    /// Seconds a period's figures are served again before they are read anew.
+    cache_for: jiff::SignedDuration,
+    /// Figures read lately, by period, with when they were read. The lock
+    /// is held while figures are read, so a burst of requests (the board is
+    /// public) costs the store one reading.
+    cache: Arc<tokio::sync::Mutex<FiguresRead>>,
 }
+
+/// Periods' figures with when they were read.
+type FiguresRead = HashMap<Period, (jiff::Timestamp, Arc<Figures>)>;
+
+/// Periods whose figures are kept at once.
+const CACHED_PERIODS: usize = 64;
 
 impl BoardState {
     pub fn new(settings: &Settings, store: SharedStore, clock: Arc<dyn Clock>) -> Self {
@@ -86,7 +98,29 @@ impl BoardState {
             store,
             clock,
             refresh_s: settings.board.kiosk_refresh_s,
+            cache_for: jiff::SignedDuration::from_secs(i64::from(settings.board.cache_s)),
+            cache: Arc::default(),
         }
+    }
+
+    /// A period's figures: read from the store (13 statistics reads), or as
+    /// read less than `board.cache_s` ago.
+    async fn figures(&self, period: Period) -> Result<Arc<Figures>, StoreError> {
+        let mut cache = self.cache.lock().await;
+        let now = self.clock.now();
+        let fresh = |read: jiff::Timestamp| now.duration_since(read) < self.cache_for;
+        if let Some((read, figures)) = cache.get(&period)
+            && fresh(*read)
+        {
+            return Ok(figures.clone());
+        }
+        let figures = Arc::new(Figures::of(self, period).await?);
+        cache.retain(|_, (read, _)| fresh(*read));
+        if cache.len() >= CACHED_PERIODS {
+            cache.clear();
+        }
+        cache.insert(period, (now, figures.clone()));
+        Ok(figures)
     }
 }
 
@@ -117,7 +151,7 @@ type Params = Query<HashMap<String, String>>;
 // ---------------------------------------------------------------- the period
 
 /// The dates the figures are over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Period {
     Month { year: i16, month: i8 },
     Year(i16),
@@ -456,7 +490,7 @@ fn refusal(lang: Lang, status: StatusCode, text: &str) -> Response {
         style: "/board/style.css",
         class: "board",
         refresh_s: None,
-        keep: "",
+        here: "/board",
     };
     let body = html! {
         div.notice.bad role="alert" { p #error { (text) } }
@@ -486,20 +520,20 @@ fn unavailable(lang: Lang, e: StoreError) -> Response {
 }
 
 /// `GET /board[?month=|year=][&kiosk=1]`.
-async fn page(State(state): State<BoardState>, lang: Lang, Query(query): Params) -> Response {
+async fn page(
+    State(state): State<BoardState>,
+    lang: Lang,
+    Here(here): Here,
+    Query(query): Params,
+) -> Response {
     let kiosk = query.get("kiosk").is_some_and(|v| v == "1");
     let period = match Period::parse(&query, today(&state)) {
         Ok(p) => p,
         Err(bad) => return bad_param(lang, &bad),
     };
-    let figures = match Figures::of(&state, period).await {
+    let figures = match state.figures(period).await {
         Ok(f) => f,
         Err(e) => return unavailable(lang, e),
-    };
-    let keep = if kiosk {
-        format!("{}&kiosk=1", period.query())
-    } else {
-        period.query()
     };
     let title = format!(
         "{}: {}",
@@ -515,7 +549,7 @@ async fn page(State(state): State<BoardState>, lang: Lang, Query(query): Params)
         style: "/board/style.css",
         class: if kiosk { "board kiosk" } else { "board" },
         refresh_s: kiosk.then_some(state.refresh_s),
-        keep: &keep,
+        here: &here,
     };
     let body = html! {
         h1 { (title) }
@@ -659,7 +693,7 @@ async fn figures_json(
     Query(query): Params,
 ) -> Result<Response, Problem> {
     let period = Period::parse(&query, today(&state)).map_err(BadParam::problem)?;
-    let figures = Figures::of(&state, period).await?;
+    let figures = state.figures(period).await?;
     Ok(cached(http::json(StatusCode::OK, &figures.document())))
 }
 

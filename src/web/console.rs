@@ -23,14 +23,15 @@ use maud::{Markup, html};
 use super::session::{
     SESSION_COOKIE, SIGN_IN_COOKIE, Session, Sessions, SignInRefused, random_token, same,
 };
-use super::{Frame, Lang, cookie, kind_name, status_name, when};
+use super::{Frame, Here, Lang, cookie, kind_name, status_name, when};
 use crate::carrier::guard::PostalGuard;
 use crate::clock::Clock;
 use crate::config::{Role, Settings};
 use crate::domain::callback::BodyFormat;
 use crate::domain::text::{char_len, normalize};
-use crate::domain::{Handoff, HandoffId, PhoneNumber, Status, TimelineEntry};
+use crate::domain::{Effect, Handoff, HandoffId, PhoneNumber, Status, TimelineEntry};
 use crate::http::auth::admin_table;
+use crate::lifecycle::Lifecycle;
 use crate::relay::Relay;
 use crate::store::admin::{
     AdminOutcome, CallbackRecord, CallbackReplay, CallbackState, Resolution,
@@ -55,6 +56,8 @@ struct Inner {
     relay: Arc<Relay>,
     clients: Vec<String>,
     trusted_proxies: Vec<IpNet>,
+    lifecycle: Lifecycle,
+    secure_cookies: bool,
 }
 
 impl ConsoleState {
@@ -64,6 +67,7 @@ impl ConsoleState {
         clock: Arc<dyn Clock>,
         guard: Arc<PostalGuard>,
         relay: Arc<Relay>,
+        lifecycle: Lifecycle,
     ) -> Self {
         Self(Arc::new(Inner {
             store,
@@ -82,6 +86,8 @@ impl ConsoleState {
                 .map(|c| c.name.clone())
                 .collect(),
             trusted_proxies: settings.server.trusted_proxies.clone(),
+            lifecycle,
+            secure_cookies: settings.admin.secure_cookies,
         }))
     }
 }
@@ -169,7 +175,7 @@ impl IntoResponse for PageError {
             style: "/console/style.css",
             class: "console",
             refresh_s: None,
-            keep: "",
+            here: "/console",
         };
         let body = html! {
             div.notice.bad role="alert" {
@@ -254,6 +260,14 @@ impl FromRequest<ConsoleState> for Acting {
 
     async fn from_request(request: Request, state: &ConsoleState) -> Result<Self, Response> {
         let form = Checked::from_request(request, state).await?;
+        if state.0.lifecycle.is_draining() {
+            return Err(PageError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Cổng đang dừng để khởi động lại; hãy thử lại sau ít phút.",
+                "The gateway is stopping for a restart; try again in a few minutes.",
+            )
+            .into_response());
+        }
         match form.session.account.role {
             Role::Operator => Ok(Self {
                 operator: form.session.account.name.clone(),
@@ -269,13 +283,17 @@ fn csrf_field(session: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(session.csrf); }
 }
 
-/// True when the browser reached the gateway over HTTPS (through a proxy
-/// that says so): the session cookie is then `Secure`.
-fn over_tls(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+impl ConsoleState {
+    /// True when the console's cookies are `Secure`: always with
+    /// `admin.secure_cookies`, else when the browser reached the gateway
+    /// over HTTPS through a proxy that says so.
+    fn secure(&self, headers: &HeaderMap) -> bool {
+        self.0.secure_cookies
+            || headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+    }
 }
 
 fn set_cookie(response: &mut Response, value: String) {
@@ -292,14 +310,22 @@ fn cookie_value(name: &str, value: &str, max_age_s: u64, secure: bool) -> String
 }
 
 /// The frame and top bar of a console page.
-fn console_page(lang: Lang, session: Option<&Session>, title: &str, body: Markup) -> Markup {
+/// A console page; `here` is where the language switch leads (the page
+/// itself, or, after a form, the page that has the form).
+fn console_page(
+    lang: Lang,
+    here: &str,
+    session: Option<&Session>,
+    title: &str,
+    body: Markup,
+) -> Markup {
     let frame = Frame {
         lang,
         title,
         style: "/console/style.css",
         class: "console",
         refresh_s: None,
-        keep: "",
+        here,
     };
     let header = html! {
         a.brand href="/console" { (lang.pick("Bưu chính công ích — Bảng điều khiển", "Public postal service — Console")) }
@@ -309,7 +335,9 @@ fn console_page(lang: Lang, session: Option<&Session>, title: &str, body: Markup
                 a href="/console/handoffs?status=partially_delivered" { (lang.pick("Phát một phần", "Partial")) }
                 a href="/console/callbacks?state=dead" { (lang.pick("Callback lỗi", "Dead callbacks")) }
                 a href="/console/callbacks?state=held" { (lang.pick("Callback chờ", "Held callbacks")) }
-                a href="/console/test-callback" { (lang.pick("Gửi thử", "Test callback")) }
+                @if session.account.role == Role::Operator {
+                    a href="/console/test-callback" { (lang.pick("Gửi thử", "Test callback")) }
+                }
             }
             span #account { (session.account.name) " (" (session.account.role.as_str()) ")" }
             form method="post" action="/console/sign-out" {
@@ -330,12 +358,16 @@ fn html_page(markup: Markup) -> Response {
 }
 
 /// `GET /console/sign-in`.
-async fn sign_in_page(lang: Lang, headers: HeaderMap) -> Response {
+async fn sign_in_page(
+    State(state): State<ConsoleState>,
+    lang: Lang,
+    headers: HeaderMap,
+) -> Response {
     let token = random_token();
     let mut response = html_page(sign_in_form(lang, &token, None));
     set_cookie(
         &mut response,
-        cookie_value(SIGN_IN_COOKIE, &token, 3600, over_tls(&headers)),
+        cookie_value(SIGN_IN_COOKIE, &token, 3600, state.secure(&headers)),
     );
     response
 }
@@ -357,7 +389,13 @@ fn sign_in_form(lang: Lang, token: &str, refusal: Option<String>) -> Markup {
             "Each person has an account in [[admin.accounts]]; the administrator makes tokens with bcci-gateway admin token new."
         )) }
     };
-    console_page(lang, None, lang.pick("Đăng nhập", "Sign in"), body)
+    console_page(
+        lang,
+        "/console/sign-in",
+        None,
+        lang.pick("Đăng nhập", "Sign in"),
+        body,
+    )
 }
 
 /// `POST /console/sign-in`: the token and the sign-in form's CSRF token.
@@ -379,7 +417,7 @@ async fn sign_in(
         Ok((id, session)) => {
             tracing::info!(account = %session.account.name, "signed in to the console");
             let mut response = Redirect::to("/console").into_response();
-            let secure = over_tls(&headers);
+            let secure = state.secure(&headers);
             set_cookie(
                 &mut response,
                 cookie_value(
@@ -431,7 +469,7 @@ async fn sign_out(State(state): State<ConsoleState>, headers: HeaderMap, _: Chec
     let mut response = Redirect::to("/console/sign-in").into_response();
     set_cookie(
         &mut response,
-        cookie_value(SESSION_COOKIE, "", 0, over_tls(&headers)),
+        cookie_value(SESSION_COOKIE, "", 0, state.secure(&headers)),
     );
     Ok(response)
 }
@@ -525,6 +563,7 @@ async fn overview(
     };
     Ok(html_page(console_page(
         lang,
+        "/console",
         Some(&session),
         lang.pick("Bảng điều khiển", "Console"),
         body,
@@ -585,31 +624,26 @@ async fn search(State(state): State<ConsoleState>, lang: Lang, form: Checked) ->
     }
     let mut found: Vec<Handoff> = Vec::new();
     if !q.is_empty() {
-        let by_phone = q
+        let code = |f: fn(&mut HandoffFilter, String)| {
+            let mut filter = HandoffFilter::default();
+            f(&mut filter, q.clone());
+            filter
+        };
+        let mut filters = vec![
+            code(|f, q| f.dossier_code = Some(q)),
+            code(|f, q| f.request_id = Some(q)),
+            code(|f, q| f.tracking_number = Some(q)),
+        ];
+        // A citizen's phone, in any spelling Vietnamese phones are written.
+        let phone_like = q
             .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '.' | '-'))
-            .then(|| PhoneNumber::parse(&q).ok())
-            .flatten();
-        let filters = match by_phone {
-            Some(phone) => vec![HandoffFilter {
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '.' | '-'));
+        if let Some(phone) = phone_like.then(|| PhoneNumber::parse(&q).ok()).flatten() {
+            filters.push(HandoffFilter {
                 phone: Some(phone.as_str().to_owned()),
                 ..HandoffFilter::default()
-            }],
-            None => vec![
-                HandoffFilter {
-                    dossier_code: Some(q.clone()),
-                    ..HandoffFilter::default()
-                },
-                HandoffFilter {
-                    request_id: Some(q.clone()),
-                    ..HandoffFilter::default()
-                },
-                HandoffFilter {
-                    tracking_number: Some(q.clone()),
-                    ..HandoffFilter::default()
-                },
-            ],
-        };
+            });
+        }
         for filter in &filters {
             let page = state
                 .0
@@ -634,6 +668,7 @@ async fn search(State(state): State<ConsoleState>, lang: Lang, form: Checked) ->
     };
     Ok(html_page(console_page(
         lang,
+        "/console",
         Some(&form.session),
         lang.pick("Tìm kiếm", "Search"),
         body,
@@ -650,6 +685,7 @@ async fn handoff_list(
     State(state): State<ConsoleState>,
     Signed(session): Signed,
     lang: Lang,
+    Here(here): Here,
     Query(query): Query<StatusQuery>,
 ) -> PageResult {
     let status = query
@@ -674,21 +710,52 @@ async fn handoff_list(
             p.muted { (lang.pick("Chỉ hiện 100 hồ sơ mới nhất.", "Only the newest 100 are shown.")) }
         }
     };
-    Ok(html_page(console_page(lang, Some(&session), title, body)))
+    Ok(html_page(console_page(
+        lang,
+        &here,
+        Some(&session),
+        title,
+        body,
+    )))
 }
 
-/// When the handoff reached the citizen or the agency, from its timeline.
-fn reached_at(timeline: &[TimelineEntry]) -> Option<jiff::Timestamp> {
-    timeline
+/// A handoff against its legal deadline, as the statistics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// Delivered no later than `sla_due_at`.
+    OnTime,
+    /// Delivered after it, or not delivered and past it.
+    Late,
+    /// Not delivered and not past it.
+    Running,
+    /// Ended without a delivery (returned, cancelled, …): not counted.
+    Ended,
+}
+
+/// The stats' rule (store `StatsBuilder`): a handoff is on time when it was
+/// delivered (the first applied `delivered` report; the store's
+/// `delivered_at`) no later than its legal deadline.
+fn deadline(
+    status: Status,
+    due: jiff::Timestamp,
+    timeline: &[TimelineEntry],
+    now: jiff::Timestamp,
+) -> Deadline {
+    let delivered = timeline
         .iter()
-        .filter(|e| {
-            e.status == Some(Status::Delivered) || e.status == Some(Status::PartiallyDelivered)
-        })
+        .filter(|e| e.effect == Effect::Applied && e.status == Some(Status::Delivered))
         .map(|e| e.occurred_at)
-        .min()
+        .min();
+    match delivered {
+        Some(at) if at <= due => Deadline::OnTime,
+        Some(_) => Deadline::Late,
+        None if status.is_terminal() => Deadline::Ended,
+        None if now > due => Deadline::Late,
+        None => Deadline::Running,
+    }
 }
 
-/// Whether the handoff is (or was) late against its legal deadline.
+/// The legal deadline and where the handoff stands against it.
 fn lateness(
     lang: Lang,
     handoff: &Handoff,
@@ -698,18 +765,13 @@ fn lateness(
     let Some(due) = handoff.sla_due_at else {
         return html! { span.muted { "—" } };
     };
-    let reached = reached_at(timeline);
-    let stopped = handoff.status.is_terminal() && reached.is_none();
-    let late = !stopped && reached.unwrap_or(now) > due;
     html! {
         (when(due)) " "
-        @if stopped {
-        } @else if late {
-            span.badge.bad #late { (lang.pick("Trễ hạn", "Late")) }
-        } @else if reached.is_some() {
-            span.badge.ok #on-time { (lang.pick("Đúng hạn", "On time")) }
-        } @else {
-            span.badge #in-time { (lang.pick("Còn hạn", "Within deadline")) }
+        @match deadline(handoff.status, due, timeline, now) {
+            Deadline::Late => span.badge.bad #late { (lang.pick("Trễ hạn", "Late")) },
+            Deadline::OnTime => span.badge.ok #on-time { (lang.pick("Đúng hạn", "On time")) },
+            Deadline::Running => span.badge #in-time { (lang.pick("Còn hạn", "Within deadline")) },
+            Deadline::Ended => {},
         }
     }
 }
@@ -767,7 +829,7 @@ fn callback_table(
                                 }
                                 td { (when(c.created_at)) }
                                 td {
-                                    @if c.state == CallbackState::Dead {
+                                    @if c.state == CallbackState::Dead && session.account.role == Role::Operator {
                                         form.inline method="post" action={ "/console/callbacks/" (c.id) "/replay" } {
                                             (csrf_field(session))
                                             button.replay type="submit" { (lang.pick("Gửi lại", "Replay")) }
@@ -809,6 +871,7 @@ async fn handoff_page(
     State(state): State<ConsoleState>,
     Signed(session): Signed,
     lang: Lang,
+    Here(here): Here,
     Path(id): Path<String>,
     Query(done): Query<DoneQuery>,
 ) -> PageResult {
@@ -857,6 +920,7 @@ async fn handoff_page(
     };
     Ok(html_page(console_page(
         lang,
+        &here,
         Some(&session),
         &handoff.dossier_code,
         body,
@@ -1035,6 +1099,7 @@ async fn callback_list(
     State(state): State<ConsoleState>,
     Signed(session): Signed,
     lang: Lang,
+    Here(here): Here,
     Query(query): Query<CallbackQuery>,
 ) -> PageResult {
     let wanted = match query.state.as_deref() {
@@ -1064,7 +1129,13 @@ async fn callback_list(
         }
         (callback_table(lang, &session, &page.items, true))
     };
-    Ok(html_page(console_page(lang, Some(&session), title, body)))
+    Ok(html_page(console_page(
+        lang,
+        &here,
+        Some(&session),
+        title,
+        body,
+    )))
 }
 
 /// `POST /console/callbacks/{id}/replay`.
@@ -1136,6 +1207,7 @@ fn test_callback_form(
     };
     console_page(
         lang,
+        "/console/test-callback",
         Some(session),
         lang.pick("Gửi thử", "Test callback"),
         body,
@@ -1191,4 +1263,74 @@ async fn test_callback(
         &acting.form.session,
         Some(shown),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Source;
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn entry(status: Status, effect: Effect, when: &str) -> TimelineEntry {
+        TimelineEntry {
+            sequence: None,
+            status: Some(status),
+            effect,
+            occurred_at: at(when),
+            source: Source::Webhook,
+            carrier: None,
+            reason: None,
+            operator: None,
+        }
+    }
+
+    #[test]
+    fn the_deadline_is_judged_by_the_first_applied_delivery_as_the_stats_judge_it() {
+        let due = at("2026-11-27T10:00:00Z");
+        let now = at("2026-11-30T10:00:00Z");
+        let on_time = [entry(
+            Status::Delivered,
+            Effect::Applied,
+            "2026-11-27T10:00:00Z",
+        )];
+        assert_eq!(
+            deadline(Status::Delivered, due, &on_time, now),
+            Deadline::OnTime
+        );
+        let late = [entry(
+            Status::Delivered,
+            Effect::Applied,
+            "2026-11-27T10:00:01Z",
+        )];
+        assert_eq!(deadline(Status::Delivered, due, &late, now), Deadline::Late);
+        // A report the machine did not apply does not count, early or not.
+        let stale = [
+            entry(Status::Delivered, Effect::Duplicate, "2026-11-26T10:00:00Z"),
+            entry(Status::Delivered, Effect::Applied, "2026-11-28T10:00:00Z"),
+        ];
+        assert_eq!(
+            deadline(Status::Delivered, due, &stale, now),
+            Deadline::Late
+        );
+        // Partly delivered, returned or cancelled: the stats count neither.
+        let partial = [entry(
+            Status::PartiallyDelivered,
+            Effect::Applied,
+            "2026-11-26T10:00:00Z",
+        )];
+        assert_eq!(
+            deadline(Status::PartiallyDelivered, due, &partial, now),
+            Deadline::Ended
+        );
+        assert_eq!(deadline(Status::Returned, due, &[], now), Deadline::Ended);
+        // Still travelling: late once the deadline has passed.
+        assert_eq!(deadline(Status::InTransit, due, &[], now), Deadline::Late);
+        assert_eq!(
+            deadline(Status::InTransit, due, &[], at("2026-11-26T10:00:00Z")),
+            Deadline::Running
+        );
+    }
 }

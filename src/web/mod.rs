@@ -78,6 +78,33 @@ impl<S: Send + Sync> FromRequestParts<S> for Lang {
     }
 }
 
+/// The page a GET request asked for, as the language switch leads back to
+/// it: the path and the query the reader gave, without `lang` and without
+/// an action's one-time `done` notice.
+pub struct Here(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Here {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let kept: Vec<&str> = parts
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| {
+                !pair.is_empty() && !pair.starts_with("lang=") && !pair.starts_with("done=")
+            })
+            .collect();
+        let path = parts.uri.path();
+        Ok(Here(if kept.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{}", kept.join("&"))
+        }))
+    }
+}
+
 /// A cookie's value from the request's `Cookie` headers.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -156,9 +183,8 @@ pub struct Frame<'a> {
     pub class: &'a str,
     /// Seconds after which the page reloads itself (the kiosk).
     pub refresh_s: Option<u32>,
-    /// The query the language switch keeps (`month=2026-11&kiosk=1`), without
-    /// `lang`; empty for none.
-    pub keep: &'a str,
+    /// Where the language switch leads: this page ([`Here`]).
+    pub here: &'a str,
 }
 
 impl Frame<'_> {
@@ -182,7 +208,7 @@ impl Frame<'_> {
                 body class=(self.class) {
                     header.top {
                         (header)
-                        a.lang href={ "?" (self.keep) @if !self.keep.is_empty() { "&" } "lang=" (other.code()) } lang=(other.code()) {
+                        a.lang href={ (self.here) @if self.here.contains('?') { "&" } @else { "?" } "lang=" (other.code()) } lang=(other.code()) {
                             (other.pick("Tiếng Việt", "English"))
                         }
                     }

@@ -22,6 +22,22 @@ pub const SIGN_IN_COOKIE: &str = "bcci_sign_in";
 pub const MAX_FAILURES: u32 = 5;
 /// The window failed sign-ins are counted in.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+/// Addresses whose failures are remembered at once; past it the oldest is
+/// forgotten, so a flood of addresses cannot grow the table.
+const MAX_TRACKED: usize = 10_000;
+
+/// Who failed sign-ins are counted against: an IPv4 address, or an IPv6
+/// address's /64 (one subscriber's network, which holds many addresses).
+fn counted_as(from: IpAddr) -> IpAddr {
+    match from {
+        IpAddr::V4(_) => from,
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+    }
+}
 
 /// One signed-in account.
 #[derive(Debug)]
@@ -97,6 +113,7 @@ impl Sessions {
         from: IpAddr,
         now: Instant,
     ) -> Result<(String, Arc<Session>), SignInRefused> {
+        let from = counted_as(from);
         let mut failures = self.failures.lock().expect("sign-in failures lock");
         failures.retain(|_, f| now.saturating_duration_since(f.since) < FAILURE_WINDOW);
         if let Some(f) = failures.get(&from)
@@ -108,6 +125,15 @@ impl Sessions {
         let account = match self.accounts.get(&token_sha256_hex(token.trim())) {
             Some(AdminCaller::Account(account)) => account,
             _ => {
+                if failures.len() >= MAX_TRACKED && !failures.contains_key(&from) {
+                    let oldest = failures
+                        .iter()
+                        .min_by_key(|(_, f)| f.since)
+                        .map(|(k, _)| *k);
+                    if let Some(oldest) = oldest {
+                        failures.remove(&oldest);
+                    }
+                }
                 failures
                     .entry(from)
                     .or_insert(Failures {
@@ -118,6 +144,8 @@ impl Sessions {
                 return Err(SignInRefused::UnknownToken);
             }
         };
+        // A right token clears the address's count.
+        failures.remove(&from);
         drop(failures);
         let session = Arc::new(Session {
             account,
@@ -161,6 +189,7 @@ mod tests {
                 token_sha256s: vec![token_sha256_hex("lan-token")],
             }],
             session_minutes: 1,
+            secure_cookies: false,
         };
         Sessions::new(admin_table(&settings), Duration::from_secs(60))
     }
@@ -220,6 +249,33 @@ mod tests {
         ));
         assert!(s.sign_in("lan-token", other, t0).is_ok());
         assert!(s.sign_in("lan-token", ip, t0 + FAILURE_WINDOW).is_ok());
+    }
+
+    #[test]
+    fn a_right_token_clears_the_count_and_ipv6_counts_by_network() {
+        let s = sessions();
+        let t0 = Instant::now();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..MAX_FAILURES - 1 {
+            s.sign_in("wrong", ip, t0).unwrap_err();
+        }
+        assert!(s.sign_in("lan-token", ip, t0).is_ok());
+        for _ in 0..MAX_FAILURES - 1 {
+            s.sign_in("wrong", ip, t0).unwrap_err();
+        }
+        assert!(s.sign_in("lan-token", ip, t0).is_ok(), "counted afresh");
+
+        for i in 0..MAX_FAILURES {
+            let v6: IpAddr = format!("2001:db8:1:2::{i:x}").parse().unwrap();
+            s.sign_in("wrong", v6, t0).unwrap_err();
+        }
+        let neighbour: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        assert!(matches!(
+            s.sign_in("lan-token", neighbour, t0),
+            Err(SignInRefused::TooMany(_))
+        ));
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(s.sign_in("lan-token", elsewhere, t0).is_ok());
     }
 
     #[test]

@@ -13,8 +13,6 @@ use std::time::Duration;
 use crate::common::config::{NOWHERE, TestConfig};
 use crate::common::receiver::TestReceiver;
 use axum::http::StatusCode;
-use bcci_gateway::app::{Application, Options};
-use bcci_gateway::carrier::guard::BreakerSettings;
 use bcci_gateway::clock::{Clock, ManualClock};
 use bcci_gateway::config::Settings;
 use bcci_gateway::dispatch::Dispatcher;
@@ -102,20 +100,7 @@ async fn gateway_with(postal_url: &str) -> Gateway {
     let clock = Arc::new(ManualClock::new(
         Timestamp::from_str("2026-11-25T08:00:00+07:00").unwrap(),
     ));
-    let app = Application::build_with(
-        settings,
-        Options {
-            clock: clock.clone(),
-            run_workers: false,
-            breaker: Some(BreakerSettings {
-                failures_to_open: 1_000_000,
-                open_for: Duration::from_millis(1),
-            }),
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let app = crate::helpers::manual_app(settings, clock.clone()).await;
     let gw = Gateway {
         intake: app.intake_addr(),
         admin: app.admin_addr(),

@@ -4,10 +4,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bcci_gateway::app::{Application, Options};
-use bcci_gateway::carrier::guard::BreakerSettings;
 use bcci_gateway::clock::{Clock, ManualClock};
 use bcci_gateway::domain::HandoffId;
 use jiff::{SignedDuration, Timestamp};
@@ -46,20 +43,7 @@ async fn board_with(configure: impl FnOnce(TestConfig) -> TestConfig) -> Board {
     let clock = Arc::new(ManualClock::new(
         Timestamp::from_str("2026-10-20T10:00:00+07:00").unwrap(),
     ));
-    let app = Application::build_with(
-        settings,
-        Options {
-            clock: clock.clone(),
-            run_workers: false,
-            breaker: Some(BreakerSettings {
-                failures_to_open: 1_000_000,
-                open_for: Duration::from_millis(1),
-            }),
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let app = crate::helpers::manual_app(settings, clock.clone()).await;
     let board = Board {
         intake: app.intake_addr(),
         admin: app.admin_addr(),
@@ -512,4 +496,19 @@ async fn the_board_shows_no_personal_data() {
             assert!(!answer.body.contains(personal), "{path} shows {personal}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_periods_figures_are_read_once_a_minute_however_often_the_board_is_asked() {
+    let b = board().await;
+    b.advance_to("2026-11-10T09:00:00+07:00");
+    let count = async || {
+        let doc = b.get("/board/figures.json?month=2026-11").await.json();
+        doc["totals"]["returned_by_post"].as_u64().unwrap()
+    };
+    assert_eq!(count().await, 0);
+    b.create(TOKEN, "CACHE-1", false).await;
+    assert_eq!(count().await, 0, "served again within the minute");
+    b.advance_to("2026-11-10T09:01:00+07:00");
+    assert_eq!(count().await, 1, "read anew after a minute");
 }

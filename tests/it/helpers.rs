@@ -358,3 +358,25 @@ pub fn problem_of(content_type: &str, body: &str) -> (String, Vec<String>) {
         (slug, fields)
     }
 }
+
+/// The gateway on `settings` with workers the test drives and `clock`; the
+/// circuit breaker never opens (a test's failures are on purpose).
+pub async fn manual_app(
+    settings: bcci_gateway::config::Settings,
+    clock: std::sync::Arc<bcci_gateway::clock::ManualClock>,
+) -> bcci_gateway::app::Application {
+    bcci_gateway::app::Application::build_with(
+        settings,
+        bcci_gateway::app::Options {
+            clock,
+            run_workers: false,
+            breaker: Some(bcci_gateway::carrier::guard::BreakerSettings {
+                failures_to_open: 1_000_000,
+                open_for: std::time::Duration::from_millis(1),
+            }),
+            ..bcci_gateway::app::Options::default()
+        },
+    )
+    .await
+    .expect("the gateway builds")
+}

@@ -142,6 +142,10 @@ async fn strangers_are_sent_to_sign_in_and_only_accounts_sign_in_with_the_form()
     let mut desk = Desk::new(gw.admin);
     let page = desk.get("/console").await;
     assert_eq!((page.status, page.location()), (303, "/console/sign-in"));
+    // The console is on the admin listener only.
+    let public = Desk::new(gw.intake);
+    assert_eq!(public.get("/console").await.status, 404);
+    assert_eq!(public.get("/console/sign-in").await.status, 404);
 
     let form = desk.get("/console/sign-in").await;
     let csp = form.headers["content-security-policy"].to_str().unwrap();
@@ -314,8 +318,10 @@ async fn a_viewer_reads_every_page_but_actions_need_an_operator_and_their_csrf_t
         !page.body.contains("id=\"actions\""),
         "a viewer sees no actions"
     );
+    // With the clerk's own CSRF token: refused for the role.
     let refused = clerk.act(&page, &format!("{path}/replay"), &[]).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("viewer"), "{}", refused.body);
     for list in [
         "/console/handoffs?status=failed",
         "/console/callbacks?state=dead",
@@ -388,11 +394,18 @@ async fn one_box_finds_a_handoff_by_dossier_code_tracking_number_or_phone_kept_o
     // A phone in any spelling; the answer is a page, not a URL with it.
     let by_phone = search("+84 987 654 321").await;
     assert_eq!(by_phone.location(), format!("/console/handoffs/{second}"));
-    let both = search("02543830123").await; // the agency's phone: both
+    // Two dossiers of one citizen: a list of both.
+    let mut again = request_body("FIND-3");
+    again["dossier_code"] = json!("000.00.21.H79-261125-0003");
+    let third = gw.submit_as(TOKEN, again).await;
+    let both = search("0912.345.678").await;
     assert_eq!(both.status, 200, "{}", both.body);
-    assert!(both.body.contains(first.as_str()) && both.body.contains(second.as_str()));
-    let none = search("0900000000").await;
-    assert!(none.body.contains("id=\"empty\""), "{}", none.body);
+    assert!(both.body.contains(first.as_str()), "{}", both.body);
+    assert!(both.body.contains(third.as_str()), "{}", both.body);
+    assert!(!both.body.contains(second.as_str()), "{}", both.body);
+    // The agency's phone is not a citizen's.
+    let agency = search("02543830123").await;
+    assert!(agency.body.contains("id=\"empty\""), "{}", agency.body);
     let by_id = search(first.as_str()).await;
     assert_eq!(by_id.location(), format!("/console/handoffs/{first}"));
     // Searching is a form post only: no query string can carry a phone.
@@ -494,13 +507,11 @@ async fn a_test_callback_is_signed_sent_now_and_its_answer_shown() {
     let last = got.last().expect("the receiver got the test callback");
     assert!(last.webhook_id.starts_with("msg_test_"), "{last:?}");
     assert_eq!(last.body["type"], "gateway.test");
-    assert!(
-        gw.store
-            .handoff_callbacks(&HandoffId::new(1, 1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM callbacks")
+        .fetch_one(&gw.db().await)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "a test callback is not queued");
 
     let mut clerk = Desk::new(gw.admin);
     clerk.sign_in(VIEWER_TOKEN).await;
@@ -558,4 +569,29 @@ async fn an_operator_resolves_a_partially_delivered_handoff_with_a_note() {
         "the note is on the timeline: {}",
         shown.body
     );
+}
+
+#[tokio::test]
+async fn what_vietnam_post_and_operators_write_is_shown_as_text_never_as_markup() {
+    let gw = gateway().await;
+    let id = gw.submit("ESCAPE-1").await;
+    let hostile = "<script>alert(1)</script>\"><img src=x onerror=alert(2)>";
+    let mut report = carrier_event(&id, 4, 12, gw.now());
+    report.carrier.text = Some(hostile.to_owned());
+    report.carrier.location = Some(hostile.to_owned());
+    gw.store
+        .apply_carrier_events(vec![report], &context(), gw.now())
+        .await
+        .unwrap();
+    let mut clerk = Desk::new(gw.admin);
+    clerk.sign_in(VIEWER_TOKEN).await;
+    let page = clerk.get(&format!("/console/handoffs/{id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script"), "{}", page.body);
+    assert!(!page.body.contains("<img"), "{}", page.body);
 }

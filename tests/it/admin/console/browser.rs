@@ -22,7 +22,7 @@ fn shots() -> PathBuf {
 /// Waits until the browser is at a URL ending with `suffix` (a click may
 /// return before the navigation it starts has finished).
 async fn arrive(browser: &Browser, suffix: &str) {
-    for _ in 0..100 {
+    for _ in 0..400 {
         if browser.url().await.ends_with(suffix) {
             return;
         }
@@ -37,7 +37,7 @@ async fn arrive(browser: &Browser, suffix: &str) {
 
 /// Waits until the page shows `css` (after a click's navigation).
 async fn shown(browser: &Browser, css: &str) -> super::webdriver::Element {
-    for _ in 0..100 {
+    for _ in 0..400 {
         if browser.exists(css).await {
             return browser.find(css).await;
         }
@@ -206,12 +206,18 @@ async fn a_clerk_finds_a_handoff_and_is_refused_an_action_and_a_forged_form() {
     shoot(&browser, "console-handoff-phone").await;
     browser.set_window_size(1280, 1000).await;
 
-    // The clerk presses a replay button: refused, nothing replayed.
+    // The clerk sees dead callbacks but no replay button, and an action's
+    // page is refused.
     browser
         .goto(&scene.console("/console/callbacks?state=dead"))
         .await;
+    assert!(browser.exists("[data-state=dead]").await);
+    assert!(
+        !browser.exists("button.replay").await,
+        "no button for a viewer"
+    );
     shoot(&browser, "console-dead-callbacks").await;
-    browser.find("button.replay").await.click().await;
+    browser.goto(&scene.console("/console/test-callback")).await;
     let error = shown(&browser, "#error").await.text().await;
     assert!(error.contains("viewer"), "{error}");
 
@@ -319,7 +325,7 @@ async fn the_board_and_its_kiosk_show_the_months_figures() {
         .unwrap_or_default();
     assert_eq!(
         switch,
-        format!("?month={month}&kiosk=1&lang=vi"),
+        format!("/board?month={month}&kiosk=1&lang=vi"),
         "English, chosen on the page before, is remembered; the switch keeps the page"
     );
     shoot(&browser, "board-kiosk").await;
