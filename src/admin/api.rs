@@ -8,16 +8,12 @@ use jiff::civil::Date;
 use serde_json::{Value, json};
 
 use super::{AdminState, wire};
-use crate::domain::text::{char_len, normalize};
 use crate::domain::{FieldError, Handoff, Status};
 use crate::http::auth::{AdminAuth, Operator};
 use crate::http::extract::JsonOnly;
 use crate::http::{self, HandoffPath, Params, Payload, Problem};
 use crate::store::HandoffFilter;
-use crate::store::admin::{AdminOutcome, CallbackReplay, CallbackState, Resolution};
-
-/// Longest resolve note, in characters.
-const MAX_NOTE_CHARS: usize = 500;
+use crate::store::admin::{AdminOutcome, CallbackReplay, CallbackState, Resolution, resolve_note};
 
 impl AdminState {
     /// The handoff with its timeline.
@@ -144,17 +140,7 @@ fn parse_resolve(doc: &Value) -> Result<Resolve, Vec<FieldError>> {
     };
     let note = match fields.get("note") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            let note = normalize(s);
-            if char_len(&note) > MAX_NOTE_CHARS {
-                Err(FieldError::new(
-                    "note",
-                    format!("must be at most {MAX_NOTE_CHARS} characters"),
-                ))
-            } else {
-                Ok(Some(note).filter(|n| !n.is_empty()))
-            }
-        }
+        Some(Value::String(s)) => resolve_note(s).map_err(|why| FieldError::new("note", why)),
         Some(_) => Err(FieldError::new("note", "must be a string")),
     };
     match (resolution, note) {

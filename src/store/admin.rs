@@ -41,6 +41,20 @@ impl Resolution {
     }
 }
 
+/// Longest resolve note, in characters.
+pub const MAX_NOTE_CHARS: usize = 500;
+
+/// A resolve note as it is recorded: NFC and trimmed, `None` when empty; the
+/// reason when it is too long.
+pub fn resolve_note(raw: &str) -> Result<Option<String>, String> {
+    let note = crate::domain::text::normalize(raw);
+    if crate::domain::text::char_len(&note) > MAX_NOTE_CHARS {
+        Err(format!("must be at most {MAX_NOTE_CHARS} characters"))
+    } else {
+        Ok(Some(note).filter(|n| !n.is_empty()))
+    }
+}
+
 /// What an operator's action on a handoff did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminOutcome {

@@ -28,18 +28,17 @@ use crate::carrier::guard::PostalGuard;
 use crate::clock::Clock;
 use crate::config::{Role, Settings};
 use crate::domain::callback::BodyFormat;
-use crate::domain::text::{char_len, normalize};
+use crate::domain::text::normalize;
 use crate::domain::{Effect, Handoff, HandoffId, PhoneNumber, Status, TimelineEntry};
 use crate::http::auth::admin_table;
 use crate::lifecycle::Lifecycle;
 use crate::relay::Relay;
 use crate::store::admin::{
-    AdminOutcome, CallbackRecord, CallbackReplay, CallbackState, Resolution,
+    AdminOutcome, CallbackRecord, CallbackReplay, CallbackState, MAX_NOTE_CHARS, Resolution,
+    resolve_note,
 };
 use crate::store::{HandoffFilter, QueueStats, SharedStore, StoreError};
 
-/// Longest resolve note, in characters (as the admin API).
-const MAX_NOTE_CHARS: usize = 500;
 /// Rows a console list shows.
 const LIST_LIMIT: u32 = 100;
 
@@ -1034,21 +1033,21 @@ async fn resolve_handoff(
             "Choose an outcome: delivered or returned.",
         )
     })?;
-    let note = acting.form.field("note");
-    if char_len(&note) > MAX_NOTE_CHARS {
-        return Err(PageError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Ghi chú dài quá 500 ký tự.",
-            "The note is longer than 500 characters.",
-        ));
-    }
+    let note =
+        resolve_note(acting.form.fields.get("note").map_or("", String::as_str)).map_err(|why| {
+            PageError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("Ghi chú dài quá {MAX_NOTE_CHARS} ký tự."),
+                format!("The note {why}."),
+            )
+        })?;
     let s = &state.0;
     let outcome = s
         .store
         .resolve_partial(
             &handoff_id(&id)?,
             resolution,
-            Some(note.as_str()).filter(|n| !n.is_empty()),
+            note.as_deref(),
             operator,
             s.clock.now(),
             &s.formats,
