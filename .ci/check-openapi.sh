@@ -2,7 +2,8 @@
 # Validates schemas/openapi.yaml and schemas/admin-openapi.yaml (OpenAPI 3.1)
 # with openapi-spec-validator, and checks that they agree with the rest of the
 # repository:
-# - components.schemas.HandoffRequest is schemas/handoff-request.schema.json
+# - components.schemas.HandoffRequest is schemas/handoff-request.schema.json,
+#   and components.schemas.BoardFigures is schemas/board-figures.schema.json
 #   (less $schema and $id), so the two cannot drift;
 # - the components the admin document shares with the intake one are equal;
 # - every example validates against its schema, every valid JSON fixture
@@ -90,6 +91,14 @@ with open("schemas/handoff-request.schema.json", encoding="utf-8") as f:
 stripped = {k: v for k, v in request_schema.items() if k not in ("$schema", "$id")}
 check(intake["components"]["schemas"].get("HandoffRequest") == stripped,
       "openapi.yaml HandoffRequest equals schemas/handoff-request.schema.json")
+
+# BoardFigures == the board's JSON Schema file (its $defs refs made absolute)
+with open("schemas/board-figures.schema.json", encoding="utf-8") as f:
+    board_schema = {k: v for k, v in json.load(f).items() if k not in ("$schema", "$id")}
+board_schema = json.loads(json.dumps(board_schema).replace(
+    '"#/$defs/', '"#/components/schemas/BoardFigures/$defs/'))
+check(intake["components"]["schemas"].get("BoardFigures") == board_schema,
+      "openapi.yaml BoardFigures equals schemas/board-figures.schema.json")
 
 # shared components are identical
 for kind in ("schemas", "parameters", "headers"):

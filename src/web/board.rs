@@ -182,10 +182,12 @@ fn parse_year(raw: &str) -> Option<i16> {
 }
 
 impl Period {
-    /// `?month=YYYY-MM` or `?year=YYYY` (an empty value is no value); the
+    /// `?month=YYYY-MM` or `?year=YYYY` (a value given empty or padded is
+    /// refused); the
     /// month of `today` when neither is given.
     pub fn parse(query: &HashMap<String, String>, today: Date) -> Result<Self, BadParam> {
-        let given = |name: &str| query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        // A parameter given is judged as given: empty or padded is refused.
+        let given = |name: &str| query.get(name).map(String::as_str);
         match (given("month"), given("year")) {
             (Some(_), Some(_)) => Err(BadParam {
                 name: "year",
@@ -767,11 +769,22 @@ mod tests {
             (p.first(), p.last()),
             (date(2026, 11, 1), date(2026, 11, 30))
         );
-        let p = Period::parse(&query(&[("month", "2028-02"), ("year", "")]), today).unwrap();
+        let p = Period::parse(&query(&[("month", "2028-02")]), today).unwrap();
         assert_eq!(
             (p.code(), p.last()),
             ("2028-02".to_owned(), date(2028, 2, 29))
         );
+        // A value given is judged as given (schemathesis: `year=` was
+        // taken for no year).
+        for (name, raw) in [
+            ("year", ""),
+            ("month", ""),
+            ("year", " 2026"),
+            ("month", "2026-11 "),
+        ] {
+            let bad = Period::parse(&query(&[(name, raw)]), today).unwrap_err();
+            assert_eq!(bad.name, name, "{name}={raw:?}");
+        }
         let p = Period::parse(&query(&[("year", "2025")]), today).unwrap();
         assert_eq!(p, Period::Year(2025));
         assert_eq!(
