@@ -20,9 +20,7 @@ use axum::{Form, Router};
 use ipnet::IpNet;
 use maud::{Markup, html};
 
-use super::session::{
-    SESSION_COOKIE, SIGN_IN_COOKIE, Session, Sessions, SignInRefused, random_token, same,
-};
+use super::session::{SESSION_COOKIE, SIGN_IN_COOKIE, Session, Sessions, SignInRefused, same};
 use super::{Frame, Here, Lang, cookie, kind_name, status_name, when};
 use crate::carrier::guard::PostalGuard;
 use crate::clock::Clock;
@@ -362,7 +360,7 @@ async fn sign_in_page(
     lang: Lang,
     headers: HeaderMap,
 ) -> Response {
-    let token = random_token();
+    let token = state.0.sessions.sign_in_token();
     let mut response = html_page(sign_in_form(lang, &token, None));
     set_cookie(
         &mut response,
@@ -407,13 +405,15 @@ async fn sign_in(
 ) -> Response {
     let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or_default();
     let sent = fields.get("csrf").map(String::as_str).unwrap_or_default();
-    if expected.is_empty() || !same(expected, sent) {
+    if !same(expected, sent) || !state.0.sessions.sign_in_token_is_ours(sent) {
         return PageError::forged().into_response();
     }
     let from: IpAddr = crate::events::client_address(peer.ip(), &headers, &state.0.trusted_proxies);
     let token = fields.get("token").map(String::as_str).unwrap_or_default();
     match state.0.sessions.sign_in(token, from, Instant::now()) {
         Ok((id, session)) => {
+            // A browser signing in again leaves no session behind.
+            state.0.sessions.sign_out(&headers);
             tracing::info!(account = %session.account.name, "signed in to the console");
             let mut response = Redirect::to("/console").into_response();
             let secure = state.secure(&headers);

@@ -85,6 +85,8 @@ struct Failures {
 /// The accounts, the live sessions and the failed sign-ins of one process.
 pub struct Sessions {
     accounts: TokenTable<AdminCaller>,
+    /// This process's key for the sign-in form's tokens.
+    form_key: [u8; 32],
     ttl: Duration,
     live: Mutex<HashMap<String, Arc<Session>>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
@@ -94,10 +96,34 @@ impl Sessions {
     pub fn new(accounts: TokenTable<AdminCaller>, ttl: Duration) -> Self {
         Self {
             accounts,
+            form_key: rand::random(),
             ttl,
             live: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A fresh token for the sign-in form (and its cookie): a random nonce
+    /// and this process's MAC of it, so that only the gateway can make one.
+    pub fn sign_in_token(&self) -> String {
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let mac = self.form_mac(&nonce);
+        format!("{nonce}.{mac}")
+    }
+
+    /// True when `token` is one [`Self::sign_in_token`] made.
+    pub fn sign_in_token_is_ours(&self, token: &str) -> bool {
+        token
+            .split_once('.')
+            .is_some_and(|(nonce, mac)| same(mac, &self.form_mac(nonce)))
+    }
+
+    fn form_mac(&self, nonce: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.form_key)
+            .expect("HMAC takes any key length");
+        mac.update(nonce.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// How long a session lasts.
@@ -276,6 +302,21 @@ mod tests {
         ));
         let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
         assert!(s.sign_in("lan-token", elsewhere, t0).is_ok());
+    }
+
+    #[test]
+    fn only_the_gateway_makes_sign_in_form_tokens() {
+        let s = sessions();
+        let token = s.sign_in_token();
+        assert!(s.sign_in_token_is_ours(&token));
+        let (nonce, mac) = token.split_once('.').unwrap();
+        assert!(!s.sign_in_token_is_ours(nonce));
+        assert!(!s.sign_in_token_is_ours(&format!("{nonce}.{}", &mac[1..])));
+        assert!(!s.sign_in_token_is_ours(&format!("0{}.{mac}", &nonce[1..])));
+        assert!(
+            !sessions().sign_in_token_is_ours(&token),
+            "another process's key"
+        );
     }
 
     #[test]

@@ -166,6 +166,16 @@ async fn strangers_are_sent_to_sign_in_and_only_accounts_sign_in_with_the_form()
         )
         .await;
     assert_eq!(forged.status, 403, "{}", forged.body);
+    // A cookie and a field the attacker chose alike: not the gateway's token.
+    let chosen = desk
+        .read(
+            desk.http
+                .post(format!("{}/console/sign-in", desk.base))
+                .header("cookie", "bcci_sign_in=abc")
+                .form(&[("csrf", "abc"), ("token", VIEWER_TOKEN)]),
+        )
+        .await;
+    assert_eq!(chosen.status, 403, "{}", chosen.body);
     // A script's token has no name: it cannot sign in.
     let script = desk.try_sign_in(ADMIN_TOKEN, &[]).await;
     assert_eq!(script.status, 401, "{}", script.body);
@@ -209,6 +219,15 @@ async fn strangers_are_sent_to_sign_in_and_only_accounts_sign_in_with_the_form()
         "{:?}",
         over_tls.cookies()
     );
+
+    // Signing in again ends the browser's earlier session.
+    let earlier = desk.session.clone().unwrap();
+    desk.sign_in(VIEWER_TOKEN).await;
+    assert_ne!(desk.session.as_deref(), Some(earlier.as_str()));
+    let mut old = Desk::new(gw.admin);
+    old.session = Some(earlier);
+    assert_eq!(old.get("/console").await.status, 303, "the earlier session is gone");
+    let home = desk.get("/console").await;
 
     // Signing out needs the form's token, then the session is gone.
     let refused = desk.post("/console/sign-out", &[("csrf", "nope")]).await;
