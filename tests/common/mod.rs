@@ -126,12 +126,22 @@ pub async fn build_app(
 /// A loopback port nothing listens on now, for a listener the test must
 /// know before it starts (a gateway process, a webhook URL given to the
 /// simulator first).
+///
+/// It is drawn below Linux's ephemeral range (32768–60999), from which the
+/// kernel picks the local ports of outgoing connections: a port from that
+/// range (what binding port 0 gives) can be taken by a test's own client
+/// connection before the gateway binds it ("Address already in use", seen
+/// in the HA test).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_000;
+    for _ in 0..1_000 {
+        let port = rand::random_range(LOW..HIGH);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{HIGH}");
 }
 
 /// The server the PostgreSQL tests use (its maintenance database).

@@ -226,7 +226,11 @@ async fn strangers_are_sent_to_sign_in_and_only_accounts_sign_in_with_the_form()
     assert_ne!(desk.session.as_deref(), Some(earlier.as_str()));
     let mut old = Desk::new(gw.admin);
     old.session = Some(earlier);
-    assert_eq!(old.get("/console").await.status, 303, "the earlier session is gone");
+    assert_eq!(
+        old.get("/console").await.status,
+        303,
+        "the earlier session is gone"
+    );
     let home = desk.get("/console").await;
 
     // Signing out needs the form's token, then the session is gone.

@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,10 +72,7 @@ impl Browser {
             );
             return None;
         };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("pick a free port for chromedriver")
-            .port();
+        let port = crate::common::free_port();
         let tmp =
             std::env::temp_dir().join(format!("bcci-webdriver-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("create {tmp:?}: {e}"));
