@@ -342,6 +342,15 @@ pub trait AdminStore: Send + Sync + 'static {
         self.read_pool().handoff_callbacks(id).await
     }
 
+    /// A handoff's request as recorded, with the citizen's personal data;
+    /// `None` once it is erased (or the handoff is unknown).
+    async fn handoff_request(
+        &self,
+        id: &HandoffId,
+    ) -> Result<Option<crate::domain::HandoffRequest>, StoreError> {
+        self.read_pool().handoff_request(id).await
+    }
+
     /// When the gateway last heard from Vietnam Post about any handoff.
     async fn last_carrier_event(&self) -> Result<Option<Timestamp>, StoreError> {
         self.read_pool().last_carrier_event().await

@@ -282,6 +282,24 @@ impl ReadPool<'_> {
         })
     }
 
+    /// A handoff's request as recorded (personal data), `None` once erased.
+    pub(super) async fn handoff_request(
+        self,
+        id: &HandoffId,
+    ) -> Result<Option<crate::domain::HandoffRequest>, StoreError> {
+        const SQL: &str = "SELECT details FROM handoffs WHERE id = $1";
+        let details: Option<Option<String>> = on_pool!(self, p => {
+            sqlx::query_scalar(SQL).bind(id.as_str()).fetch_optional(p).await?
+        });
+        details
+            .flatten()
+            .map(|d| {
+                serde_json::from_str(&d)
+                    .map_err(|e| StoreError::Corrupt(format!("details of {id}: {e}")))
+            })
+            .transpose()
+    }
+
     /// When the gateway last heard from Vietnam Post about any handoff.
     pub(super) async fn last_carrier_event(self) -> Result<Option<jiff::Timestamp>, StoreError> {
         const SQL: &str = "SELECT MAX(last_carrier_event_at) FROM handoffs";

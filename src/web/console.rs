@@ -27,7 +27,9 @@ use crate::clock::Clock;
 use crate::config::{Role, Settings};
 use crate::domain::callback::BodyFormat;
 use crate::domain::text::normalize;
-use crate::domain::{Effect, Handoff, HandoffId, PhoneNumber, Status, TimelineEntry};
+use crate::domain::{
+    Effect, Handoff, HandoffId, HandoffRequest, PhoneNumber, Status, TimelineEntry,
+};
 use crate::http::auth::admin_table;
 use crate::lifecycle::Lifecycle;
 use crate::relay::Relay;
@@ -883,6 +885,7 @@ async fn handoff_page(
         .ok_or_else(PageError::not_found)?;
     let timeline = s.store.timeline(&id).await?;
     let callbacks = s.store.handoff_callbacks(&id).await?;
+    let request = s.store.handoff_request(&id).await?;
     let now = s.clock.now();
     let operator = session.account.role == Role::Operator;
     let body = html! {
@@ -909,6 +912,7 @@ async fn handoff_page(
                 }
             }
         }
+        (citizen(lang, request.as_ref()))
         @if operator {
             (actions(lang, &session, &handoff))
         }
@@ -924,6 +928,32 @@ async fn handoff_page(
         &handoff.dossier_code,
         body,
     )))
+}
+
+/// The citizen's details, for signed-in accounts only (personal data: on
+/// this page, never in a URL or a log), or that they were erased.
+fn citizen(lang: Lang, request: Option<&HandoffRequest>) -> Markup {
+    html! {
+        section.card #citizen {
+            h2 { (lang.pick("Công dân", "Citizen")) }
+            @match request {
+                Some(r) => dl.facts {
+                    dt { (lang.pick("Họ tên", "Name")) } dd { (r.citizen.name) }
+                    dt { (lang.pick("Điện thoại", "Phone")) } dd { (r.citizen.phone.as_str()) }
+                    @if let Some(email) = &r.citizen.email {
+                        dt { "Email" } dd { (email) }
+                    }
+                    dt { (lang.pick("Địa chỉ", "Address")) }
+                    dd { (r.citizen.address.line) " (" (lang.pick("mã xã/phường ", "ward code ")) (r.citizen.address.ward_code) ")" }
+                    dt { (lang.pick("Thủ tục", "Procedure")) } dd { (r.procedure.name) " (" (r.procedure.code) ")" }
+                },
+                None => p.muted #erased { (lang.pick(
+                    "Dữ liệu cá nhân đã được xoá theo thời hạn lưu trữ hoặc theo yêu cầu.",
+                    "The personal data has been erased (retention, or on request)."
+                )) },
+            }
+        }
+    }
 }
 
 fn timeline_list(lang: Lang, timeline: &[TimelineEntry]) -> Markup {

@@ -479,6 +479,9 @@ async fn operators_replay_dead_callbacks_see_them_delivered_and_erase_only_with_
         "delivered with its own webhook-id"
     );
 
+    // The citizen's details are on the page for a signed-in account.
+    assert!(page.body.contains("Nguyễn Văn An"), "{}", page.body);
+    assert!(page.body.contains("0912345678"), "{}", page.body);
     // Erasing wants the dossier code typed again.
     let path = format!("/console/handoffs/{id}/erase");
     let acts = async || {
@@ -508,6 +511,9 @@ async fn operators_replay_dead_callbacks_see_them_delivered_and_erase_only_with_
         before + 1,
         "the erasure, under the account's name"
     );
+    let after = operator.get(&format!("/console/handoffs/{id}")).await;
+    assert!(after.body.contains("id=\"erased\""), "{}", after.body);
+    assert!(!after.body.contains("Nguyễn Văn An"), "{}", after.body);
 }
 
 #[tokio::test]
