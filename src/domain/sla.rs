@@ -115,6 +115,13 @@ impl SlaRules {
     }
 }
 
+/// The reform index's rule: a handoff is on time when it was delivered no
+/// later than its legal deadline (`sla_due_at`); the statistics and the
+/// console judge by it.
+pub fn delivered_on_time<T: PartialOrd>(delivered: T, due: T) -> bool {
+    delivered <= due
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,6 +127,17 @@ impl CallbackState {
     }
 }
 
+/// What an operator's page shows of a handoff beyond its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffRecord {
+    /// The request as recorded, with the citizen's personal data; `None`
+    /// once it is erased.
+    pub request: Option<crate::domain::HandoffRequest>,
+    /// When Vietnam Post first reported it delivered (the statistics'
+    /// delivery time).
+    pub delivered_at: Option<Timestamp>,
+}
+
 /// One queued callback as operators see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackRecord {
@@ -230,7 +241,7 @@ impl StatsBuilder {
         g.created += 1;
         *g.statuses.entry(f.status).or_default() += 1;
         if let (Some(delivered), Some(due)) = (f.delivered_at, f.sla_due_at) {
-            if delivered <= due {
+            if crate::domain::sla::delivered_on_time(delivered, due) {
                 g.on_time += 1;
             } else {
                 g.late += 1;
@@ -342,13 +353,9 @@ pub trait AdminStore: Send + Sync + 'static {
         self.read_pool().handoff_callbacks(id).await
     }
 
-    /// A handoff's request as recorded, with the citizen's personal data;
-    /// `None` once it is erased (or the handoff is unknown).
-    async fn handoff_request(
-        &self,
-        id: &HandoffId,
-    ) -> Result<Option<crate::domain::HandoffRequest>, StoreError> {
-        self.read_pool().handoff_request(id).await
+    /// A handoff's request and delivery time, for operators' pages.
+    async fn handoff_record(&self, id: &HandoffId) -> Result<Option<HandoffRecord>, StoreError> {
+        self.read_pool().handoff_record(id).await
     }
 
     /// When the gateway last heard from Vietnam Post about any handoff.

@@ -8,7 +8,7 @@ use jiff::civil::Date;
 use sqlx::{PgPool, Row, SqlitePool};
 
 use super::admin::{
-    CallbackPage, CallbackRecord, CallbackState, StatsBuilder, StatsFacts, StatsRow,
+    CallbackPage, CallbackRecord, CallbackState, HandoffRecord, StatsBuilder, StatsFacts, StatsRow,
 };
 use super::shared::{
     CALLBACKS, HANDOFF_COLUMNS, TERMINAL_STATUSES, callback_from_row, handoff_from_row, parse,
@@ -282,22 +282,28 @@ impl ReadPool<'_> {
         })
     }
 
-    /// A handoff's request as recorded (personal data), `None` once erased.
-    pub(super) async fn handoff_request(
+    /// What an operator's page shows of a handoff beyond its document.
+    pub(super) async fn handoff_record(
         self,
         id: &HandoffId,
-    ) -> Result<Option<crate::domain::HandoffRequest>, StoreError> {
-        const SQL: &str = "SELECT details FROM handoffs WHERE id = $1";
-        let details: Option<Option<String>> = on_pool!(self, p => {
-            sqlx::query_scalar(SQL).bind(id.as_str()).fetch_optional(p).await?
+    ) -> Result<Option<HandoffRecord>, StoreError> {
+        const SQL: &str = "SELECT details, delivered_at FROM handoffs WHERE id = $1";
+        let row: Option<(Option<String>, Option<i64>)> = on_pool!(self, p => {
+            sqlx::query_as(SQL).bind(id.as_str()).fetch_optional(p).await?
         });
-        details
-            .flatten()
+        let Some((details, delivered_at)) = row else {
+            return Ok(None);
+        };
+        let request = details
             .map(|d| {
                 serde_json::from_str(&d)
                     .map_err(|e| StoreError::Corrupt(format!("details of {id}: {e}")))
             })
-            .transpose()
+            .transpose()?;
+        Ok(Some(HandoffRecord {
+            request,
+            delivered_at: delivered_at.map(from_ms).transpose()?,
+        }))
     }
 
     /// When the gateway last heard from Vietnam Post about any handoff.

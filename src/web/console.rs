@@ -26,10 +26,9 @@ use crate::carrier::guard::PostalGuard;
 use crate::clock::Clock;
 use crate::config::{Role, Settings};
 use crate::domain::callback::BodyFormat;
+use crate::domain::sla::delivered_on_time;
 use crate::domain::text::normalize;
-use crate::domain::{
-    Effect, Handoff, HandoffId, HandoffRequest, PhoneNumber, Status, TimelineEntry,
-};
+use crate::domain::{Handoff, HandoffId, HandoffRequest, PhoneNumber, Status, TimelineEntry};
 use crate::http::auth::admin_table;
 use crate::lifecycle::Lifecycle;
 use crate::relay::Relay;
@@ -733,22 +732,17 @@ enum Deadline {
     Ended,
 }
 
-/// The stats' rule (store `StatsBuilder`): a handoff is on time when it was
-/// delivered (the first applied `delivered` report; the store's
-/// `delivered_at`) no later than its legal deadline.
+/// Where a handoff stands against its deadline by the statistics' rule
+/// (`sla::delivered_on_time`), from the store's `delivered_at`: the time
+/// Vietnam Post first reported it delivered.
 fn deadline(
     status: Status,
     due: jiff::Timestamp,
-    timeline: &[TimelineEntry],
+    delivered_at: Option<jiff::Timestamp>,
     now: jiff::Timestamp,
 ) -> Deadline {
-    let delivered = timeline
-        .iter()
-        .filter(|e| e.effect == Effect::Applied && e.status == Some(Status::Delivered))
-        .map(|e| e.occurred_at)
-        .min();
-    match delivered {
-        Some(at) if at <= due => Deadline::OnTime,
+    match delivered_at {
+        Some(at) if delivered_on_time(at, due) => Deadline::OnTime,
         Some(_) => Deadline::Late,
         None if status.is_terminal() => Deadline::Ended,
         None if now > due => Deadline::Late,
@@ -760,7 +754,7 @@ fn deadline(
 fn lateness(
     lang: Lang,
     handoff: &Handoff,
-    timeline: &[TimelineEntry],
+    delivered_at: Option<jiff::Timestamp>,
     now: jiff::Timestamp,
 ) -> Markup {
     let Some(due) = handoff.sla_due_at else {
@@ -768,7 +762,7 @@ fn lateness(
     };
     html! {
         (when(due)) " "
-        @match deadline(handoff.status, due, timeline, now) {
+        @match deadline(handoff.status, due, delivered_at, now) {
             Deadline::Late => span.badge.bad #late { (lang.pick("Trễ hạn", "Late")) },
             Deadline::OnTime => span.badge.ok #on-time { (lang.pick("Đúng hạn", "On time")) },
             Deadline::Running => span.badge #in-time { (lang.pick("Còn hạn", "Within deadline")) },
@@ -885,7 +879,11 @@ async fn handoff_page(
         .ok_or_else(PageError::not_found)?;
     let timeline = s.store.timeline(&id).await?;
     let callbacks = s.store.handoff_callbacks(&id).await?;
-    let request = s.store.handoff_request(&id).await?;
+    let record = s
+        .store
+        .handoff_record(&id)
+        .await?
+        .ok_or_else(PageError::not_found)?;
     let now = s.clock.now();
     let operator = session.account.role == Role::Operator;
     let body = html! {
@@ -902,7 +900,7 @@ async fn handoff_page(
                 dt { (lang.pick("Mã yêu cầu", "Request id")) } dd { code { (handoff.request_id) } }
                 dt { (lang.pick("Mã chuyển giao", "Handoff id")) } dd { code { (handoff.id) } }
                 dt { (lang.pick("Tiếp nhận lúc", "Received")) } dd { (when(handoff.created_at)) }
-                dt { (lang.pick("Hạn theo quy định", "Legal deadline")) } dd #sla { (lateness(lang, &handoff, &timeline, now)) }
+                dt { (lang.pick("Hạn theo quy định", "Legal deadline")) } dd #sla { (lateness(lang, &handoff, record.delivered_at, now)) }
                 dt { (lang.pick("Mã bưu gửi", "Tracking number")) } dd #tracking { (handoff.tracking_number.as_deref().unwrap_or("—")) }
                 dt { (lang.pick("Cước", "Postage")) } dd { @match handoff.postage_vnd { Some(v) => { (v) " ₫" }, None => "—" } }
                 @if handoff.cod_amount_vnd > 0 {
@@ -912,7 +910,7 @@ async fn handoff_page(
                 }
             }
         }
-        (citizen(lang, request.as_ref()))
+        (citizen(lang, record.request.as_ref()))
         @if operator {
             (actions(lang, &session, &handoff))
         }
@@ -1297,68 +1295,33 @@ async fn test_callback(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Source;
 
     fn at(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
     }
 
-    fn entry(status: Status, effect: Effect, when: &str) -> TimelineEntry {
-        TimelineEntry {
-            sequence: None,
-            status: Some(status),
-            effect,
-            occurred_at: at(when),
-            source: Source::Webhook,
-            carrier: None,
-            reason: None,
-            operator: None,
-        }
-    }
-
     #[test]
-    fn the_deadline_is_judged_by_the_first_applied_delivery_as_the_stats_judge_it() {
+    fn the_deadline_is_judged_by_the_delivery_time_as_the_stats_judge_it() {
         let due = at("2026-11-27T10:00:00Z");
         let now = at("2026-11-30T10:00:00Z");
-        let on_time = [entry(
-            Status::Delivered,
-            Effect::Applied,
-            "2026-11-27T10:00:00Z",
-        )];
+        let on_time = Some(at("2026-11-27T10:00:00Z"));
         assert_eq!(
-            deadline(Status::Delivered, due, &on_time, now),
+            deadline(Status::Delivered, due, on_time, now),
             Deadline::OnTime
         );
-        let late = [entry(
-            Status::Delivered,
-            Effect::Applied,
-            "2026-11-27T10:00:01Z",
-        )];
-        assert_eq!(deadline(Status::Delivered, due, &late, now), Deadline::Late);
-        // A report the machine did not apply does not count, early or not.
-        let stale = [
-            entry(Status::Delivered, Effect::Duplicate, "2026-11-26T10:00:00Z"),
-            entry(Status::Delivered, Effect::Applied, "2026-11-28T10:00:00Z"),
-        ];
+        let late = Some(at("2026-11-27T10:00:01Z"));
+        assert_eq!(deadline(Status::Delivered, due, late, now), Deadline::Late);
+        // Partly delivered, returned or cancelled: no delivery time, and the
+        // stats count neither.
         assert_eq!(
-            deadline(Status::Delivered, due, &stale, now),
-            Deadline::Late
-        );
-        // Partly delivered, returned or cancelled: the stats count neither.
-        let partial = [entry(
-            Status::PartiallyDelivered,
-            Effect::Applied,
-            "2026-11-26T10:00:00Z",
-        )];
-        assert_eq!(
-            deadline(Status::PartiallyDelivered, due, &partial, now),
+            deadline(Status::PartiallyDelivered, due, None, now),
             Deadline::Ended
         );
-        assert_eq!(deadline(Status::Returned, due, &[], now), Deadline::Ended);
+        assert_eq!(deadline(Status::Returned, due, None, now), Deadline::Ended);
         // Still travelling: late once the deadline has passed.
-        assert_eq!(deadline(Status::InTransit, due, &[], now), Deadline::Late);
+        assert_eq!(deadline(Status::InTransit, due, None, now), Deadline::Late);
         assert_eq!(
-            deadline(Status::InTransit, due, &[], at("2026-11-26T10:00:00Z")),
+            deadline(Status::InTransit, due, None, at("2026-11-26T10:00:00Z")),
             Deadline::Running
         );
     }

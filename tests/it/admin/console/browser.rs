@@ -197,6 +197,12 @@ async fn a_clerk_finds_a_handoff_and_is_refused_an_action_and_a_forged_form() {
             .as_deref(),
         Some("delivered")
     );
+    // Delivered before its legal deadline: on time, as the stats count it.
+    assert!(
+        browser.exists("#sla #on-time").await,
+        "{}",
+        browser.source().await
+    );
     let timeline = browser.find("#timeline").await.text().await;
     assert!(timeline.contains("Bưu cục Côn Đảo"), "{timeline}");
     assert!(!browser.exists("#actions").await, "a clerk sees no actions");
