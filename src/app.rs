@@ -156,6 +156,9 @@ impl Application {
             Duration::from_secs(settings.postal.reconcile_after_s),
             cod_settle(&settings),
         ));
+        // Who may call the admin listener: its API's gate and the console's
+        // sign-in read one table.
+        let admin_tokens = Arc::new(http::auth::admin_table(&settings.admin));
         let console = web::console::ConsoleState::new(
             &settings,
             store.clone(),
@@ -163,6 +166,7 @@ impl Application {
             guard.clone(),
             relay.clone(),
             lifecycle.clone(),
+            admin_tokens.clone(),
         );
         let mut main_routes = intake::router(intake_state)
             .merge(events::router(events_state))
@@ -179,8 +183,13 @@ impl Application {
             metrics.clone(),
             main_routes.fallback(http::not_found),
         );
-        let admin_state =
-            admin::AdminState::new(&settings, store.clone(), clock.clone(), lifecycle.clone());
+        let admin_state = admin::AdminState::new(
+            &settings,
+            store.clone(),
+            clock.clone(),
+            lifecycle.clone(),
+            admin_tokens,
+        );
         let admin = http::with_layers(
             "admin",
             metrics.clone(),

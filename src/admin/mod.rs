@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::callback::BodyFormat;
-use crate::http::auth::{OperatorGate, admin_table};
+use crate::http::auth::{AdminCaller, OperatorGate, TokenTable};
 use crate::http::{self, BodyLimit, ProblemFormat};
 use crate::lifecycle::Lifecycle;
 use crate::store::SharedStore;
@@ -54,13 +54,11 @@ impl AdminState {
         store: SharedStore,
         clock: Arc<dyn Clock>,
         lifecycle: Lifecycle,
+        tokens: Arc<TokenTable<AdminCaller>>,
     ) -> Self {
         Self {
             store,
-            gate: Arc::new(OperatorGate {
-                tokens: admin_table(&settings.admin),
-                lifecycle,
-            }),
+            gate: Arc::new(OperatorGate { tokens, lifecycle }),
             formats: Arc::new(crate::events::callback_formats(settings)),
             max_body_bytes: settings.server.max_body_bytes,
             clock,

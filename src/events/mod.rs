@@ -86,7 +86,7 @@ impl EventsState {
         if self.allow.is_empty() {
             return true;
         }
-        let client = client_address(peer, headers, &self.trusted_proxies);
+        let client = crate::http::auth::client_address(peer, headers, &self.trusted_proxies);
         self.allow.iter().any(|net| net.contains(&client))
     }
 }
@@ -117,28 +117,6 @@ pub fn callback_formats(settings: &Settings) -> HashMap<String, BodyFormat> {
             (c.name.clone(), f)
         })
         .collect()
-}
-
-/// The client's address: the peer, or, when the peer is a trusted proxy, the
-/// nearest untrusted address of `X-Forwarded-For`.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    forwarded
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .copied()
-        .unwrap_or(peer)
 }
 
 /// The webhook route, served on the main listener.
@@ -287,25 +265,5 @@ fn incoming(r: StatusRecord, raw: &Value, source: Source) -> IncomingCarrierEven
         },
         raw: Some(raw.to_string()),
         cod_amount: r.cod_amount,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
-        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
-        let outsider: IpAddr = "198.51.100.7".parse().unwrap();
-        assert_eq!(
-            client_address(proxy, &h, &trusted),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(client_address(outsider, &h, &trusted), outsider);
-        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
     }
 }

@@ -3,12 +3,14 @@
 //! or an operator before any work.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use super::problem::{Problem, ProblemKind};
@@ -31,6 +33,28 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the
+/// nearest untrusted address of `X-Forwarded-For`.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .copied()
+        .unwrap_or(peer)
 }
 
 /// A set of accepted token hashes mapping to who holds them.
@@ -199,7 +223,8 @@ pub fn admin_table(settings: &AdminSettings) -> TokenTable<AdminCaller> {
 
 /// The admin API's gate: the gateway not draining, an admin token.
 pub struct OperatorGate {
-    pub tokens: TokenTable<AdminCaller>,
+    /// Scripts' tokens and accounts' (shared with the console's sign-in).
+    pub tokens: Arc<TokenTable<AdminCaller>>,
     pub lifecycle: Lifecycle,
 }
 
@@ -338,6 +363,21 @@ mod tests {
         assert!(b.take(t0).is_ok());
         assert_eq!(b.take(t0), Err(1));
         assert!(b.take(t0 + Duration::from_millis(400)).is_ok());
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let outsider: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            client_address(proxy, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_address(outsider, &h, &trusted), outsider);
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
     }
 
     #[test]

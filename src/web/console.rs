@@ -29,7 +29,7 @@ use crate::domain::callback::BodyFormat;
 use crate::domain::sla::delivered_on_time;
 use crate::domain::text::normalize;
 use crate::domain::{Handoff, HandoffId, HandoffRequest, PhoneNumber, Status, TimelineEntry};
-use crate::http::auth::admin_table;
+use crate::http::auth::{AdminCaller, TokenTable};
 use crate::lifecycle::Lifecycle;
 use crate::relay::Relay;
 use crate::store::admin::{
@@ -66,11 +66,12 @@ impl ConsoleState {
         guard: Arc<PostalGuard>,
         relay: Arc<Relay>,
         lifecycle: Lifecycle,
+        tokens: Arc<TokenTable<AdminCaller>>,
     ) -> Self {
         Self(Arc::new(Inner {
             store,
             sessions: Sessions::new(
-                admin_table(&settings.admin),
+                tokens,
                 Duration::from_secs(u64::from(settings.admin.session_minutes) * 60),
             ),
             clock,
@@ -409,7 +410,8 @@ async fn sign_in(
     if !same(expected, sent) || !state.0.sessions.sign_in_token_is_ours(sent) {
         return PageError::forged().into_response();
     }
-    let from: IpAddr = crate::events::client_address(peer.ip(), &headers, &state.0.trusted_proxies);
+    let from: IpAddr =
+        crate::http::auth::client_address(peer.ip(), &headers, &state.0.trusted_proxies);
     let token = fields.get("token").map(String::as_str).unwrap_or_default();
     match state.0.sessions.sign_in(token, from, Instant::now()) {
         Ok((id, session)) => {
@@ -522,6 +524,9 @@ async fn overview(
     let now = s.clock.now();
     let postal = s.store.postal_queue_stats(now).await?;
     let callbacks = s.store.callback_queue_stats(now).await?;
+    // From the store, not the `bcci_last_carrier_event_timestamp_seconds`
+    // gauge: that is this process's alone, and an HA group's webhooks may
+    // reach another.
     let last_event = s.store.last_carrier_event().await?;
     let counts = s.store.handoff_counts().await?;
     let count = |status: Status| -> u64 {

@@ -84,7 +84,7 @@ struct Failures {
 
 /// The accounts, the live sessions and the failed sign-ins of one process.
 pub struct Sessions {
-    accounts: TokenTable<AdminCaller>,
+    accounts: Arc<TokenTable<AdminCaller>>,
     /// This process's key for the sign-in form's tokens.
     form_key: [u8; 32],
     ttl: Duration,
@@ -93,7 +93,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(accounts: TokenTable<AdminCaller>, ttl: Duration) -> Self {
+    pub fn new(accounts: Arc<TokenTable<AdminCaller>>, ttl: Duration) -> Self {
         Self {
             accounts,
             form_key: rand::random(),
@@ -217,7 +217,7 @@ mod tests {
             session_minutes: 1,
             secure_cookies: false,
         };
-        Sessions::new(admin_table(&settings), Duration::from_secs(60))
+        Sessions::new(Arc::new(admin_table(&settings)), Duration::from_secs(60))
     }
 
     fn with_cookie(id: &str) -> HeaderMap {

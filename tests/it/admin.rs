@@ -86,6 +86,7 @@ struct Gateway {
     receiver: TestReceiver,
     http: reqwest::Client,
     db: PathBuf,
+    lifecycle: bcci_gateway::lifecycle::Lifecycle,
     _dir: tempfile::TempDir,
 }
 
@@ -111,6 +112,7 @@ async fn gateway_with(postal_url: &str) -> Gateway {
         receiver,
         http: reqwest::Client::new(),
         db: dir.path().join("bcci.db"),
+        lifecycle: app.lifecycle(),
         _dir: dir,
     };
     tokio::spawn(app.run_until_stopped());

@@ -624,3 +624,20 @@ async fn what_vietnam_post_and_operators_write_is_shown_as_text_never_as_markup(
     assert!(!page.body.contains("<script"), "{}", page.body);
     assert!(!page.body.contains("<img"), "{}", page.body);
 }
+
+#[tokio::test]
+async fn console_actions_are_refused_while_the_gateway_drains_and_pages_still_read() {
+    let gw = gateway().await;
+    let id = gw.submit("DRAIN-1").await;
+    gw.fail(&id).await;
+    let mut operator = Desk::new(gw.admin);
+    operator.sign_in(ACCOUNT_TOKEN).await;
+    let path = format!("/console/handoffs/{id}");
+    let page = operator.get(&path).await;
+    gw.lifecycle.drain();
+    let refused = operator.act(&page, &format!("{path}/replay"), &[]).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    let h = gw.store.handoff(None, &id).await.unwrap().unwrap();
+    assert_eq!(h.status, Status::Failed, "nothing was done");
+    assert_eq!(operator.get(&path).await.status, 200, "reading goes on");
+}

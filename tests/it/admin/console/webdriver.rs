@@ -6,8 +6,6 @@
 //! without JavaScript would. These are test helpers, so every WebDriver error
 //! panics with its error code and message.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -28,7 +26,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// quits Chromium) and kills chromedriver.
 pub struct Browser {
     session: Session,
-    driver: Driver,
+    /// Kept for its drop: kills chromedriver and removes its directory.
+    _driver: Driver,
 }
 
 /// One element of the current page, as a WebDriver reference. It goes stale
@@ -106,7 +105,10 @@ impl Browser {
             panic!("new session answer without a sessionId: {created}");
         };
         session.base = format!("{}/session/{session_id}", session.base);
-        Some(Browser { session, driver })
+        Some(Browser {
+            session,
+            _driver: driver,
+        })
     }
 
     /// Navigates to `url`; returns once the page has loaded.
@@ -117,11 +119,6 @@ impl Browser {
     /// The URL of the current page.
     pub async fn url(&self) -> String {
         self.session.url().await
-    }
-
-    /// The title of the current page.
-    pub async fn title(&self) -> String {
-        self.session.string("/title").await
     }
 
     /// The current page's HTML, as the browser now has it.
@@ -169,12 +166,6 @@ impl Browser {
         let rect = json!({ "width": width, "height": height });
         self.session.post("/window/rect", rect).await;
     }
-
-    /// Deletes every cookie of the current page's domain.
-    pub async fn delete_all_cookies(&self) {
-        let session = &self.session;
-        session.cmd(Method::DELETE, "/cookie", Value::Null).await;
-    }
 }
 
 impl Drop for Browser {
@@ -204,11 +195,6 @@ impl Element {
     pub async fn send_keys(&self, text: &str) {
         let keys = json!({ "text": text });
         self.session.post(&self.path("value"), keys).await;
-    }
-
-    /// Empties an input or a textarea.
-    pub async fn clear(&self) {
-        self.session.post(&self.path("clear"), json!({})).await;
     }
 
     /// The element's rendered text, as a user sees it.
